@@ -1,0 +1,973 @@
+//! The index: a [`Cluster`] with the relations every config needs precomputed — which Services select which
+//! pods, peer-authentication modes, VirtualService and DestinationRule attachment, DNS names — and the outbound
+//! tables that every sidecar shares. From it, one workload's config is assembled in microseconds
+//! ([`Index::proxy_config`]), and the effect of a change to one object is bounded without recomputing
+//! ([`Index::impact`]).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use podmesh_model::{
+    Cluster, Diagnostic, Kind, ObjectKey, ObjectRef, Pod, Service, ServicePort, ServicePortSpec, TargetPort,
+    TargetPortRef, VirtualService, selector_matches,
+};
+
+use crate::config::*;
+use crate::mtls::{Policies, report_workload_conflicts};
+use crate::names::{self, pod_fqdn, service_fqdn};
+use crate::protocol::{self, Protocol, ProtocolFrom};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ComputeError {
+    #[error("no pod {0} in the manifests")]
+    NoSuchPod(ObjectKey),
+    #[error("pod {0} has no sidecar (it is a plain pod), so it has no sidecar config")]
+    NotMeshed(ObjectKey),
+}
+
+#[derive(Debug)]
+pub struct Index {
+    cluster: Cluster,
+    pod_by_ip: HashMap<IpAddr, ObjectKey>,
+    /// Services that declare ports for a pod: their selector matches it, or their EndpointSlices list it.
+    services_of_pod: HashMap<ObjectKey, Vec<ObjectKey>>,
+    /// The reverse: pods a Service selects or lists.
+    pods_of_service: HashMap<ObjectKey, Vec<ObjectKey>>,
+    slices_of_service: HashMap<ObjectKey, Vec<ObjectKey>>,
+    modes: HashMap<ObjectKey, PortModes>,
+    service_by_fqdn: HashMap<String, ObjectKey>,
+    /// The VirtualService whose routes a Service's host uses (first by name when several name it).
+    vs_of_service: HashMap<ObjectKey, ObjectKey>,
+    /// VirtualService literal hosts (naming no Service).
+    vs_literal: BTreeMap<String, ObjectKey>,
+    /// Canonical hosts accepted by the pods of a Service because a VirtualService routes them there (R4.3).
+    vs_hosts_of_dest: HashMap<ObjectKey, BTreeSet<String>>,
+    /// VirtualServices by every FQDN their hosts and destinations could name, for change impact.
+    vs_by_name: HashMap<String, BTreeSet<ObjectKey>>,
+    dr_of_service: HashMap<ObjectKey, ObjectKey>,
+    dr_by_name: HashMap<String, BTreeSet<ObjectKey>>,
+    /// A records: Service FQDNs (ClusterIPs, or ready pod IPs when headless) and per-pod names.
+    dns: HashMap<String, Vec<IpAddr>>,
+    outbound: Arc<Outbound>,
+    diagnostics: Vec<Diagnostic>,
+}
+
+impl Index {
+    pub fn new(cluster: Cluster) -> Self {
+        let mut ix = Index {
+            cluster,
+            pod_by_ip: HashMap::new(),
+            services_of_pod: HashMap::new(),
+            pods_of_service: HashMap::new(),
+            slices_of_service: HashMap::new(),
+            modes: HashMap::new(),
+            service_by_fqdn: HashMap::new(),
+            vs_of_service: HashMap::new(),
+            vs_literal: BTreeMap::new(),
+            vs_hosts_of_dest: HashMap::new(),
+            vs_by_name: HashMap::new(),
+            dr_of_service: HashMap::new(),
+            dr_by_name: HashMap::new(),
+            dns: HashMap::new(),
+            outbound: Arc::new(Outbound::default()),
+            diagnostics: Vec::new(),
+        };
+        ix.index_pods_and_services();
+        ix.index_modes();
+        ix.index_destination_rules();
+        ix.index_virtual_services();
+        ix.index_dns();
+        ix.outbound = Arc::new(ix.build_outbound());
+        ix
+    }
+
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
+    pub fn into_cluster(self) -> Cluster {
+        self.cluster
+    }
+
+    /// Problems found while indexing: conflicts resolved deterministically, references to nothing.
+    pub fn diagnostics(&self) -> &[Diagnostic] {
+        &self.diagnostics
+    }
+
+    pub fn domain(&self) -> &str {
+        &self.cluster.mesh.cluster_domain
+    }
+
+    pub fn outbound(&self) -> &Arc<Outbound> {
+        &self.outbound
+    }
+
+    pub fn pod(&self, key: &ObjectKey) -> Option<&Pod> {
+        self.cluster.pods.get(key)
+    }
+
+    pub fn pod_by_ip(&self, ip: IpAddr) -> Option<&Pod> {
+        self.pod_by_ip.get(&ip).and_then(|k| self.cluster.pods.get(k))
+    }
+
+    pub fn service_by_fqdn(&self, fqdn: &str) -> Option<&Service> {
+        self.service_by_fqdn.get(fqdn).and_then(|k| self.cluster.services.get(k))
+    }
+
+    /// The Service a ClusterIP belongs to.
+    pub fn service_by_cluster_ip(&self, ip: IpAddr) -> Option<&Service> {
+        self.outbound.listeners_on(ip).next().and_then(|l| self.cluster.services.get(&l.service))
+    }
+
+    /// Services that declare ports for this pod.
+    pub fn services_of_pod(&self, pod: &ObjectKey) -> impl Iterator<Item = &Service> {
+        self.services_of_pod.get(pod).into_iter().flatten().filter_map(|k| self.cluster.services.get(k))
+    }
+
+    pub fn pods_of_service(&self, service: &ObjectKey) -> impl Iterator<Item = &Pod> {
+        self.pods_of_service.get(service).into_iter().flatten().filter_map(|k| self.cluster.pods.get(k))
+    }
+
+    pub fn identity_of(&self, pod: &Pod) -> Identity {
+        Identity::new(&self.cluster.mesh.trust_domain, &pod.key.namespace, &pod.service_account)
+    }
+
+    /// Resolves a name as cluster DNS would for a client in `client_ns`: the FQDN it matched and its addresses.
+    /// Only cluster names: anything else is None (it would go to upstream DNS).
+    pub fn resolve_dns(&self, name: &str, client_ns: &str) -> Option<(String, Vec<IpAddr>)> {
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        names::resolve(&name, client_ns, self.domain(), |c| self.dns.get(c).cloned()).map(|(ips, fqdn)| (fqdn, ips))
+    }
+
+    // ------------------------------------------------------------ building
+
+    fn index_pods_and_services(&mut self) {
+        let c = &self.cluster;
+        for pod in c.pods.values() {
+            self.pod_by_ip.insert(pod.ip, pod.key.clone());
+        }
+        // Inverted label index per namespace, so a selector only looks at pods carrying one of its labels.
+        let mut by_label: HashMap<(&str, &str, &str), Vec<&ObjectKey>> = HashMap::new();
+        for pod in c.pods.values() {
+            for (k, v) in &pod.labels {
+                by_label.entry((&pod.key.namespace, k, v)).or_default().push(&pod.key);
+            }
+        }
+        for slice in c.endpoint_slices.values() {
+            let svc = ObjectKey::new(slice.key.namespace.clone(), slice.service.clone());
+            self.slices_of_service.entry(svc).or_default().push(slice.key.clone());
+        }
+        let mut pods_of: HashMap<ObjectKey, BTreeSet<ObjectKey>> = HashMap::new();
+        for svc in c.services.values() {
+            let set = pods_of.entry(svc.key.clone()).or_default();
+            if let Some(sel) = &svc.selector {
+                let smallest = sel
+                    .iter()
+                    .map(|(k, v)| by_label.get(&(svc.key.namespace.as_str(), k.as_str(), v.as_str())))
+                    .min_by_key(|p| p.map_or(0, |v| v.len()));
+                if let Some(Some(candidates)) = smallest {
+                    for key in candidates {
+                        if c.pods.get(*key).is_some_and(|p| selector_matches(sel, &p.labels)) {
+                            set.insert((*key).clone());
+                        }
+                    }
+                }
+            }
+            for slice_key in self.slices_of_service.get(&svc.key).into_iter().flatten() {
+                let Some(slice) = c.endpoint_slices.get(slice_key) else { continue };
+                for ep in &slice.endpoints {
+                    let by_ref = ep.pod.as_ref().filter(|k| c.pods.contains_key(*k)).cloned();
+                    let by_ip = || ep.addresses.iter().find_map(|a| self.pod_by_ip.get(a).cloned());
+                    if let Some(k) = by_ref.or_else(by_ip) {
+                        set.insert(k);
+                    }
+                }
+            }
+        }
+        for (svc, pods) in pods_of {
+            for p in &pods {
+                self.services_of_pod.entry(p.clone()).or_default().push(svc.clone());
+            }
+            self.pods_of_service.insert(svc, pods.into_iter().collect());
+        }
+        for list in self.services_of_pod.values_mut() {
+            list.sort();
+        }
+        for svc in c.services.values() {
+            let fqdn = service_fqdn(&svc.key.name, &svc.key.namespace, &c.mesh.cluster_domain);
+            self.service_by_fqdn.insert(fqdn, svc.key.clone());
+        }
+    }
+
+    fn index_modes(&mut self) {
+        let policies = Policies::new(&self.cluster, &mut self.diagnostics);
+        let mut conflicts = BTreeSet::new();
+        for pod in self.cluster.pods.values().filter(|p| p.sidecar) {
+            let (modes, conflict) = policies.modes(&self.cluster, pod);
+            conflicts.extend(conflict);
+            self.modes.insert(pod.key.clone(), modes);
+        }
+        report_workload_conflicts(&self.cluster, conflicts, &mut self.diagnostics);
+    }
+
+    /// Resolves a host written in an object of namespace `ns` to a Service, as a client in `ns` would.
+    fn resolve_service(&self, host: &str, ns: &str) -> Option<(ObjectKey, String)> {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        names::resolve(&host, ns, self.domain(), |c| self.service_by_fqdn.get(c).cloned())
+    }
+
+    /// Every FQDN a host written in namespace `ns` could name, for impact lookups by name.
+    fn candidate_names(&self, host: &str, ns: &str) -> Vec<String> {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        let mut out = Vec::new();
+        names::resolve(&host, ns, self.domain(), |c| {
+            out.push(c.to_string());
+            None::<()>
+        });
+        out
+    }
+
+    fn index_destination_rules(&mut self) {
+        let mut diags = Vec::new();
+        for (key, dr) in &self.cluster.destination_rules {
+            for name in self.candidate_names(&dr.host, &key.namespace) {
+                self.dr_by_name.entry(name).or_default().insert(key.clone());
+            }
+            let object = ObjectRef::new(Kind::DestinationRule, key.clone());
+            match self.resolve_service(&dr.host, &key.namespace) {
+                None => diags.push(
+                    Diagnostic::warning(
+                        "unknown-host",
+                        format!("host {:?} names no Service; the rule has no effect", dr.host),
+                    )
+                    .at(dr.origin.as_ref())
+                    .object(object)
+                    .field("spec.host"),
+                ),
+                Some((svc, _)) => match self.dr_of_service.get(&svc) {
+                    Some(first) => diags.push(
+                        Diagnostic::warning(
+                            "duplicate-host",
+                            format!("DestinationRule {first} already applies to Service {svc}; this one is ignored"),
+                        )
+                        .at(dr.origin.as_ref())
+                        .object(object)
+                        .field("spec.host")
+                        .hint("keep one DestinationRule per Service and merge their subsets"),
+                    ),
+                    None => {
+                        self.dr_of_service.insert(svc, key.clone());
+                    }
+                },
+            }
+        }
+        self.diagnostics.extend(diags);
+    }
+
+    fn index_virtual_services(&mut self) {
+        let mut diags = Vec::new();
+        let mut dest_hosts: HashMap<ObjectKey, BTreeSet<String>> = HashMap::new();
+        for (key, vs) in &self.cluster.virtual_services {
+            let object = ObjectRef::new(Kind::VirtualService, key.clone());
+            let mut canonical_hosts = Vec::new();
+            for (i, host) in vs.hosts.iter().enumerate() {
+                for name in self.candidate_names(host, &key.namespace) {
+                    self.vs_by_name.entry(name).or_default().insert(key.clone());
+                }
+                let field = format!("spec.hosts[{i}]");
+                let dup = |owner: &ObjectKey| {
+                    Diagnostic::warning(
+                        "duplicate-host",
+                        format!("host {host:?} is already routed by VirtualService {owner}; ignored here"),
+                    )
+                    .at(vs.origin.as_ref())
+                    .object(object.clone())
+                    .field(field.clone())
+                    .hint("route one host from one VirtualService; merge the two")
+                };
+                match self.resolve_service(host, &key.namespace) {
+                    Some((svc, fqdn)) => {
+                        canonical_hosts.push(fqdn);
+                        if let Some(s) = self.cluster.services.get(&svc) {
+                            canonical_hosts.extend(s.cluster_ips.iter().map(|ip| ip.to_string()));
+                        }
+                        match self.vs_of_service.get(&svc) {
+                            Some(owner) if owner != key => diags.push(dup(owner)),
+                            Some(_) => {}
+                            None => {
+                                self.vs_of_service.insert(svc, key.clone());
+                            }
+                        }
+                    }
+                    None => {
+                        let literal = literal_host(host);
+                        canonical_hosts.push(literal.clone());
+                        match self.vs_literal.get(&literal) {
+                            Some(owner) if owner != key => diags.push(dup(owner)),
+                            Some(_) => {}
+                            None => {
+                                self.vs_literal.insert(literal, key.clone());
+                            }
+                        }
+                    }
+                }
+            }
+            for (i, route) in vs.http.iter().enumerate() {
+                for (j, d) in route.destinations.iter().enumerate() {
+                    for name in self.candidate_names(&d.host, &key.namespace) {
+                        self.vs_by_name.entry(name).or_default().insert(key.clone());
+                    }
+                    match self.resolve_service(&d.host, &key.namespace) {
+                        Some((svc, _)) => {
+                            dest_hosts.entry(svc).or_default().extend(canonical_hosts.iter().cloned());
+                        }
+                        None => diags.push(
+                            Diagnostic::warning(
+                                "unknown-host",
+                                format!(
+                                    "destination {:?} names no Service; requests routed there get no_healthy_upstream",
+                                    d.host
+                                ),
+                            )
+                            .at(vs.origin.as_ref())
+                            .object(object.clone())
+                            .field(format!("spec.http[{i}].route[{j}].destination.host")),
+                        ),
+                    }
+                }
+            }
+        }
+        self.vs_hosts_of_dest = dest_hosts;
+        self.diagnostics.extend(diags);
+    }
+
+    fn index_dns(&mut self) {
+        let c = &self.cluster;
+        let domain = &c.mesh.cluster_domain;
+        let mut dns = HashMap::new();
+        for svc in c.services.values() {
+            let fqdn = service_fqdn(&svc.key.name, &svc.key.namespace, domain);
+            if !svc.headless {
+                dns.insert(fqdn, svc.cluster_ips.clone());
+                continue;
+            }
+            // Headless: the addresses of its endpoints (ready ones, unless publishNotReadyAddresses).
+            let mut ips: Vec<IpAddr> = Vec::new();
+            for pod in self.pods_of_service(&svc.key) {
+                if pod.ready || svc.publish_not_ready_addresses {
+                    ips.push(pod.ip);
+                    if pod.subdomain.as_deref() == Some(svc.key.name.as_str()) {
+                        let name = pod_fqdn(pod.effective_hostname(), &svc.key.name, &svc.key.namespace, domain);
+                        dns.insert(name, vec![pod.ip]);
+                    }
+                }
+            }
+            ips.sort();
+            dns.insert(fqdn, ips);
+        }
+        self.dns = dns;
+    }
+
+    fn build_outbound(&mut self) -> Outbound {
+        let mut out = Outbound::default();
+        let mut diags = Vec::new();
+        let domain = self.domain().to_string();
+        for svc in self.cluster.services.values() {
+            let fqdn = service_fqdn(&svc.key.name, &svc.key.namespace, &domain);
+            for spec in &svc.ports {
+                let Some((proto, from)) = protocol::of_service_port(spec) else { continue };
+                let subsets = self.subsets_of(&svc.key);
+                let base = ClusterName::new(&fqdn, spec.port, None);
+                let endpoints = self.endpoints(svc, spec);
+                for (subset, labels) in &subsets {
+                    let eps = endpoints
+                        .iter()
+                        .filter(|e| {
+                            e.pod
+                                .as_ref()
+                                .and_then(|k| self.cluster.pods.get(k))
+                                .is_some_and(|p| selector_matches(labels, &p.labels))
+                        })
+                        .cloned()
+                        .collect();
+                    out.clusters.insert(
+                        ClusterName::new(&fqdn, spec.port, Some(subset)),
+                        Upstream {
+                            service: svc.key.clone(),
+                            port: spec.port,
+                            subset: Some(subset.clone()),
+                            protocol: proto,
+                            endpoints: eps,
+                        },
+                    );
+                }
+                out.clusters.insert(
+                    base.clone(),
+                    Upstream { service: svc.key.clone(), port: spec.port, subset: None, protocol: proto, endpoints },
+                );
+                if svc.headless {
+                    // Headless names resolve to pod IPs: clients reach its pods directly (R3.3).
+                    continue;
+                }
+                for ip in &svc.cluster_ips {
+                    out.listeners.insert(
+                        SocketAddr::new(*ip, spec.port.0),
+                        Listener {
+                            service: svc.key.clone(),
+                            port: spec.port,
+                            protocol: proto,
+                            protocol_from: from.clone(),
+                            cluster: base.clone(),
+                        },
+                    );
+                }
+                if proto != Protocol::Tcp {
+                    let mut domains = vec![fqdn.clone()];
+                    domains.extend(svc.cluster_ips.iter().map(|ip| ip.to_string()));
+                    let (routes, vs) =
+                        match self.vs_of_service.get(&svc.key).and_then(|k| self.cluster.virtual_services.get(k)) {
+                            Some(vs) => (self.vs_routes(vs, spec.port, &mut diags), Some(vs.key.clone())),
+                            None => (vec![default_route(base.clone())], None),
+                        };
+                    out.routes.entry(spec.port).or_default().virtual_hosts.push(VirtualHost {
+                        name: format!("{fqdn}:{}", spec.port),
+                        domains,
+                        service: Some(svc.key.clone()),
+                        virtual_service: vs,
+                        routes,
+                    });
+                }
+            }
+        }
+        // Literal VirtualService hosts: on every port their destinations (or matches) name.
+        for (host, key) in &self.vs_literal {
+            let Some(vs) = self.cluster.virtual_services.get(key) else { continue };
+            for port in self.vs_ports(vs) {
+                let routes = self.vs_routes(vs, port, &mut diags);
+                if routes.is_empty() {
+                    continue;
+                }
+                out.routes.entry(port).or_default().virtual_hosts.push(VirtualHost {
+                    name: format!("{host}:{port}"),
+                    domains: vec![host.clone()],
+                    service: None,
+                    virtual_service: Some(key.clone()),
+                    routes,
+                });
+            }
+        }
+        // Rebuild each table's name index now that it is complete.
+        for table in out.routes.values_mut() {
+            *table = RouteTable::from(std::mem::take(&mut table.virtual_hosts));
+        }
+        for pod in self.cluster.pods.values() {
+            out.pods.insert(
+                pod.ip,
+                DirectPod {
+                    pod: pod.key.clone(),
+                    identity: pod.sidecar.then(|| self.identity_of(pod)),
+                    mtls: self.modes.get(&pod.key).cloned(),
+                },
+            );
+        }
+        diags.sort_by(|a, b| (&a.object, &a.field, &a.message).cmp(&(&b.object, &b.field, &b.message)));
+        diags.dedup();
+        self.diagnostics.extend(diags);
+        out
+    }
+
+    fn subsets_of(&self, svc: &ObjectKey) -> Vec<(String, podmesh_model::Labels)> {
+        self.dr_of_service
+            .get(svc)
+            .and_then(|k| self.cluster.destination_rules.get(k))
+            .map(|dr| dr.subsets.iter().map(|s| (s.name.clone(), s.labels.clone())).collect())
+            .unwrap_or_default()
+    }
+
+    /// The ports a literal-host VirtualService is reachable on: its match ports, and the ports of its
+    /// destinations (the destination port, or every HTTP port of the destination Service).
+    fn vs_ports(&self, vs: &VirtualService) -> BTreeSet<ServicePort> {
+        let mut ports = BTreeSet::new();
+        for r in &vs.http {
+            ports.extend(r.matches.iter().filter_map(|m| m.port));
+            for d in &r.destinations {
+                match d.port {
+                    Some(p) => {
+                        ports.insert(p);
+                    }
+                    None => {
+                        if let Some(svc) = self
+                            .resolve_service(&d.host, &vs.key.namespace)
+                            .and_then(|(k, _)| self.cluster.services.get(&k))
+                        {
+                            ports.extend(
+                                svc.ports
+                                    .iter()
+                                    .filter(|p| protocol::of_service_port(p).is_some_and(|(pr, _)| pr != Protocol::Tcp))
+                                    .map(|p| p.port),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        ports
+    }
+
+    /// A VirtualService's routes as they apply on one port: match entries for other ports dropped, routes left
+    /// without any applicable match dropped, destinations resolved to clusters.
+    fn vs_routes(&self, vs: &VirtualService, port: ServicePort, diags: &mut Vec<Diagnostic>) -> Vec<Route> {
+        let mut routes = Vec::new();
+        for (i, r) in vs.http.iter().enumerate() {
+            let matches: Vec<_> = r.matches.iter().filter(|m| m.port.is_none_or(|p| p == port)).cloned().collect();
+            if !r.matches.is_empty() && matches.is_empty() {
+                continue;
+            }
+            let destinations = r
+                .destinations
+                .iter()
+                .enumerate()
+                .map(|(j, d)| RouteDestination {
+                    cluster: self.destination_cluster(vs, i, j, port, diags),
+                    weight: d.weight,
+                })
+                .collect();
+            routes.push(Route {
+                name: r.name.clone().unwrap_or_else(|| format!("{}#{i}", vs.key)),
+                matches,
+                destinations,
+                timeout: r.timeout,
+                retries: r.retries,
+            });
+        }
+        routes
+    }
+
+    fn destination_cluster(
+        &self,
+        vs: &VirtualService,
+        i: usize,
+        j: usize,
+        port: ServicePort,
+        diags: &mut Vec<Diagnostic>,
+    ) -> ClusterName {
+        let d = &vs.http[i].destinations[j];
+        let field = format!("spec.http[{i}].route[{j}].destination");
+        let warn = |code, msg: String| {
+            Diagnostic::warning(code, msg)
+                .at(vs.origin.as_ref())
+                .object(ObjectRef::new(Kind::VirtualService, vs.key.clone()))
+                .field(field.clone())
+        };
+        let Some((key, fqdn)) = self.resolve_service(&d.host, &vs.key.namespace) else {
+            // Reported in index_virtual_services; a cluster that does not exist gets no_healthy_upstream.
+            return ClusterName::new(&literal_host(&d.host), d.port.unwrap_or(port), d.subset.as_deref());
+        };
+        let Some(svc) = self.cluster.services.get(&key) else { return ClusterName::new(&fqdn, port, None) };
+        let chosen = match d.port {
+            Some(p) => p,
+            None if svc.port(port).is_some() => port,
+            None if svc.ports.len() == 1 => svc.ports[0].port,
+            None => {
+                diags.push(warn(
+                    "ambiguous-port",
+                    format!("Service {key} has several ports and none is {port}: set destination.port.number"),
+                ));
+                port
+            }
+        };
+        if svc.port(chosen).is_none() {
+            diags.push(warn("unknown-port", format!("Service {key} does not declare port {chosen}")));
+        }
+        if let Some(subset) = &d.subset
+            && !self.subsets_of(&key).iter().any(|(n, _)| n == subset)
+        {
+            diags.push(warn(
+                    "unknown-subset",
+                    format!("subset {subset:?} is not defined by a DestinationRule for {key}; requests routed there get no_healthy_upstream"),
+                ));
+        }
+        ClusterName::new(&fqdn, chosen, d.subset.as_deref())
+    }
+
+    /// The endpoints of one Service port: from its EndpointSlices when it has any, else from the pods its selector
+    /// matches (R3.1). Sorted by address.
+    fn endpoints(&self, svc: &Service, spec: &ServicePortSpec) -> Vec<Endpoint> {
+        let c = &self.cluster;
+        let mut eps: BTreeMap<SocketAddr, Endpoint> = BTreeMap::new();
+        let slices = self.slices_of_service.get(&svc.key);
+        if let Some(slices) = slices.filter(|s| !s.is_empty()) {
+            for slice in slices.iter().filter_map(|k| c.endpoint_slices.get(k)) {
+                let Some(port) = slice.ports.iter().find(|p| p.name == spec.name && p.protocol == spec.protocol) else {
+                    continue;
+                };
+                for ep in &slice.endpoints {
+                    for addr in &ep.addresses {
+                        let pod = ep.pod.as_ref().and_then(|k| c.pods.get(k)).or_else(|| self.pod_by_ip(*addr));
+                        let address = SocketAddr::new(*addr, port.port.0);
+                        eps.insert(
+                            address,
+                            Endpoint {
+                                address,
+                                pod: pod.map(|p| p.key.clone()),
+                                ready: ep.ready,
+                                tls: self.tls_to(pod, port.port),
+                            },
+                        );
+                    }
+                }
+            }
+        } else {
+            for pod in self.pods_of_service(&svc.key) {
+                let Some(port) = target_port(pod, &spec.target_port) else { continue };
+                let address = SocketAddr::new(pod.ip, port.0);
+                eps.insert(
+                    address,
+                    Endpoint {
+                        address,
+                        pod: Some(pod.key.clone()),
+                        ready: pod.ready || svc.publish_not_ready_addresses,
+                        tls: self.tls_to(Some(pod), port),
+                    },
+                );
+            }
+        }
+        eps.into_values().collect()
+    }
+
+    /// R3.5: mTLS to a meshed pod unless its mode for the port is DISABLE; plaintext to anything else.
+    fn tls_to(&self, pod: Option<&Pod>, port: TargetPort) -> Option<Identity> {
+        let pod = pod.filter(|p| p.sidecar)?;
+        match self.modes.get(&pod.key).map(|m| m.mode(port).0) {
+            Some(podmesh_model::MtlsMode::Disable) => None,
+            _ => Some(self.identity_of(pod)),
+        }
+    }
+
+    // ------------------------------------------------------------ per workload
+
+    /// The sidecar config of one pod (R1–R5).
+    pub fn proxy_config(&self, pod: &ObjectKey) -> Result<ProxyConfig, ComputeError> {
+        let p = self.cluster.pods.get(pod).ok_or_else(|| ComputeError::NoSuchPod(pod.clone()))?;
+        if !p.sidecar {
+            return Err(ComputeError::NotMeshed(pod.clone()));
+        }
+        let (inbound, _) = self.inbound(p);
+        Ok(ProxyConfig {
+            workload: WorkloadInfo {
+                pod: p.key.clone(),
+                ip: p.ip,
+                identity: self.identity_of(p),
+                service_account: p.service_account.clone(),
+                workload: p.workload_name().to_string(),
+                labels: p.labels.clone(),
+            },
+            mesh: self.cluster.mesh.clone(),
+            inbound,
+            outbound: Arc::clone(&self.outbound),
+        })
+    }
+
+    /// The inbound ports of a pod (R4), and the protocol conflicts found on the way.
+    pub fn inbound(&self, pod: &Pod) -> (Inbound, Vec<ProtocolConflict>) {
+        let domain = self.domain();
+        let modes = self.modes.get(&pod.key);
+        struct Acc {
+            services: BTreeSet<InboundService>,
+            protocols: Vec<(Protocol, ProtocolFrom, ObjectKey)>,
+            hosts: BTreeSet<String>,
+        }
+        let mut ports: BTreeMap<TargetPort, Acc> = BTreeMap::new();
+        for svc in self.services_of_pod(&pod.key) {
+            for spec in &svc.ports {
+                let Some(declared) =
+                    protocol::declared(spec.protocol, spec.name.as_deref(), spec.app_protocol.as_deref())
+                else {
+                    continue;
+                };
+                let Some(port) = self.pod_target_port(svc, spec, pod) else { continue };
+                let (proto, from) = protocol::effective(declared, port.0);
+                let acc = ports.entry(port).or_insert_with(|| Acc {
+                    services: BTreeSet::new(),
+                    protocols: vec![],
+                    hosts: BTreeSet::new(),
+                });
+                acc.services.insert(InboundService {
+                    service: svc.key.clone(),
+                    port: spec.port,
+                    headless: svc.headless,
+                });
+                acc.protocols.push((proto, from, svc.key.clone()));
+                acc.hosts.insert(service_fqdn(&svc.key.name, &svc.key.namespace, domain));
+                acc.hosts.extend(svc.cluster_ips.iter().map(|ip| ip.to_string()));
+                if let Some(vs_hosts) = self.vs_hosts_of_dest.get(&svc.key) {
+                    acc.hosts.extend(vs_hosts.iter().cloned());
+                }
+            }
+        }
+        let mut conflicts = Vec::new();
+        let ports = ports
+            .into_iter()
+            .map(|(port, acc)| {
+                // Explicit beats auto; among explicit protocols the first Service by name wins (reported).
+                let chosen =
+                    acc.protocols.iter().find(|(p, _, _)| *p != Protocol::Auto).unwrap_or(&acc.protocols[0]).clone();
+                for (p, _, svc) in &acc.protocols {
+                    if *p != Protocol::Auto && *p != chosen.0 {
+                        conflicts.push(ProtocolConflict {
+                            pod: pod.key.clone(),
+                            port,
+                            chosen: (chosen.0, chosen.2.clone()),
+                            other: (*p, svc.clone()),
+                        });
+                    }
+                }
+                let (mtls, mtls_from) = modes.map_or((podmesh_model::MtlsMode::Permissive, MtlsFrom::Default), |m| {
+                    let (mode, from) = m.mode(port);
+                    (mode, from.clone())
+                });
+                let headless = acc.services.iter().any(|s| s.headless);
+                (
+                    port,
+                    InboundPort {
+                        port,
+                        protocol: chosen.0,
+                        protocol_from: chosen.1,
+                        mtls,
+                        mtls_from,
+                        services: acc.services.into_iter().collect(),
+                        headless,
+                        hosts: acc.hosts,
+                    },
+                )
+            })
+            .collect();
+        (Inbound { ports }, conflicts)
+    }
+
+    /// The pod's port behind a Service port: a number, a named container port, or (for pods listed in the
+    /// Service's EndpointSlices) the slice's port of the same name.
+    fn pod_target_port(&self, svc: &Service, spec: &ServicePortSpec, pod: &Pod) -> Option<TargetPort> {
+        let c = &self.cluster;
+        for slice in self.slices_of_service.get(&svc.key).into_iter().flatten().filter_map(|k| c.endpoint_slices.get(k))
+        {
+            let listed =
+                slice.endpoints.iter().any(|e| e.pod.as_ref() == Some(&pod.key) || e.addresses.contains(&pod.ip));
+            if listed && let Some(p) = slice.ports.iter().find(|p| p.name == spec.name && p.protocol == spec.protocol) {
+                return Some(p.port);
+            }
+        }
+        target_port(pod, &spec.target_port)
+    }
+
+    // ------------------------------------------------------------ change impact
+
+    /// What a change to `object` (created, edited or deleted) can change in the sidecar configs, judged from this
+    /// snapshot. The control plane takes the union of this on the snapshots before and after the change: configs
+    /// outside it are unaffected and need not be recomputed or pushed.
+    pub fn impact(&self, object: &ObjectRef) -> Impact {
+        let mut imp = Impact::default();
+        let c = &self.cluster;
+        let key = &object.key;
+        match object.kind {
+            Kind::MeshConfig => imp.everything = true,
+            Kind::Namespace => {
+                for pod in c.pods.values().filter(|p| p.key.namespace == key.name) {
+                    self.pod_impact(pod, &mut imp);
+                }
+            }
+            Kind::Pod => {
+                if let Some(pod) = c.pods.get(key) {
+                    self.pod_impact(pod, &mut imp);
+                }
+            }
+            Kind::Deployment | Kind::StatefulSet => {
+                for pod in c.pods_of(key) {
+                    self.pod_impact(pod, &mut imp);
+                }
+            }
+            Kind::Service => self.service_impact(key, &mut imp),
+            Kind::EndpointSlice => {
+                if let Some(slice) = c.endpoint_slices.get(key) {
+                    let svc = ObjectKey::new(key.namespace.clone(), slice.service.clone());
+                    self.service_clusters_impact(&svc, &mut imp);
+                    imp.inbound.extend(self.pods_of_service.get(&svc).into_iter().flatten().cloned());
+                    for ep in &slice.endpoints {
+                        imp.inbound.extend(ep.pod.iter().cloned());
+                        imp.inbound.extend(ep.addresses.iter().filter_map(|a| self.pod_by_ip.get(a).cloned()));
+                    }
+                }
+            }
+            Kind::VirtualService => {
+                if let Some(vs) = c.virtual_services.get(key) {
+                    self.vs_impact(vs, &mut imp);
+                }
+            }
+            Kind::DestinationRule => {
+                if let Some(dr) = c.destination_rules.get(key)
+                    && let Some((svc, _)) = self.resolve_service(&dr.host, &key.namespace)
+                {
+                    self.service_clusters_impact(&svc, &mut imp);
+                    // Routes naming subsets resolve against the rule's subsets.
+                    self.route_tables_naming(&svc, &mut imp);
+                }
+            }
+            Kind::PeerAuthentication => {
+                if let Some(pa) = c.peer_authentications.get(key) {
+                    for pod in Policies::scope(c, pa) {
+                        self.pod_impact(pod, &mut imp);
+                    }
+                }
+            }
+        }
+        imp
+    }
+
+    fn pod_impact(&self, pod: &Pod, imp: &mut Impact) {
+        imp.inbound.insert(pod.key.clone());
+        imp.pods.insert(pod.ip);
+        for svc in self.services_of_pod.get(&pod.key).into_iter().flatten() {
+            self.service_clusters_impact(svc, imp);
+        }
+        // Slices that list the pod's IP without a targetRef.
+        for slice in self.cluster.endpoint_slices.values() {
+            if slice.endpoints.iter().any(|e| e.addresses.contains(&pod.ip) || e.pod.as_ref() == Some(&pod.key)) {
+                self.service_clusters_impact(&ObjectKey::new(slice.key.namespace.clone(), slice.service.clone()), imp);
+            }
+        }
+    }
+
+    fn service_clusters_impact(&self, svc: &ObjectKey, imp: &mut Impact) {
+        let fqdn = service_fqdn(&svc.name, &svc.namespace, self.domain());
+        let prefix_end = format!("|{fqdn}");
+        // Every cluster of the Service, whatever the port and subset: they are named `outbound|port|subset|fqdn`.
+        imp.clusters.extend(self.outbound.clusters.keys().filter(|k| k.0.ends_with(&prefix_end)).cloned());
+        imp.cluster_services.insert(fqdn);
+    }
+
+    fn service_impact(&self, key: &ObjectKey, imp: &mut Impact) {
+        let c = &self.cluster;
+        let fqdn = service_fqdn(&key.name, &key.namespace, self.domain());
+        self.service_clusters_impact(key, imp);
+        if let Some(svc) = c.services.get(key) {
+            for ip in &svc.cluster_ips {
+                imp.listener_ips.insert(*ip);
+            }
+            for p in &svc.ports {
+                imp.route_tables.insert(p.port);
+            }
+        }
+        imp.inbound.extend(self.pods_of_service.get(key).into_iter().flatten().cloned());
+        // VirtualServices and DestinationRules that name it change meaning when it appears or goes.
+        for vs in self.vs_by_name.get(&fqdn).into_iter().flatten().filter_map(|k| c.virtual_services.get(k)) {
+            self.vs_impact(vs, imp);
+        }
+        if self.dr_by_name.contains_key(&fqdn) {
+            self.route_tables_naming(key, imp);
+        }
+    }
+
+    fn vs_impact(&self, vs: &VirtualService, imp: &mut Impact) {
+        let ns = &vs.key.namespace;
+        imp.route_tables.extend(self.vs_ports(vs));
+        for host in &vs.hosts {
+            if let Some(svc) = self.resolve_service(host, ns).and_then(|(k, _)| self.cluster.services.get(&k)) {
+                imp.route_tables.extend(svc.ports.iter().map(|p| p.port));
+            }
+        }
+        for r in &vs.http {
+            for d in &r.destinations {
+                if let Some((svc, _)) = self.resolve_service(&d.host, ns) {
+                    imp.inbound.extend(self.pods_of_service.get(&svc).into_iter().flatten().cloned());
+                }
+            }
+        }
+    }
+
+    /// Route tables whose routes point at a Service's clusters (their subset references may change).
+    fn route_tables_naming(&self, svc: &ObjectKey, imp: &mut Impact) {
+        let fqdn = service_fqdn(&svc.name, &svc.namespace, self.domain());
+        let suffix = format!("|{fqdn}");
+        for (port, table) in &self.outbound.routes {
+            let names_it = table
+                .virtual_hosts
+                .iter()
+                .flat_map(|vh| vh.routes.iter())
+                .flat_map(|r| r.destinations.iter())
+                .any(|d| d.cluster.0.ends_with(&suffix));
+            if names_it {
+                imp.route_tables.insert(*port);
+            }
+        }
+    }
+}
+
+/// What a change can reach. Outbound resources are shared by every sidecar, so "which workloads" is: every
+/// sidecar for outbound resources listed here (only those resources change), and the pods in `inbound` for their
+/// own inbound part.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Impact {
+    /// A mesh-wide setting changed: recompute everything.
+    pub everything: bool,
+    /// Pods whose inbound config may change.
+    pub inbound: BTreeSet<ObjectKey>,
+    /// ClusterIPs whose listeners may change.
+    pub listener_ips: BTreeSet<IpAddr>,
+    pub route_tables: BTreeSet<ServicePort>,
+    pub clusters: BTreeSet<ClusterName>,
+    /// Service FQDNs all of whose clusters may change (including clusters that do not exist yet).
+    pub cluster_services: BTreeSet<String>,
+    /// Pod IPs whose direct-table entries may change.
+    pub pods: BTreeSet<IpAddr>,
+}
+
+impl Impact {
+    pub fn merge(&mut self, other: Impact) {
+        self.everything |= other.everything;
+        self.inbound.extend(other.inbound);
+        self.listener_ips.extend(other.listener_ips);
+        self.route_tables.extend(other.route_tables);
+        self.clusters.extend(other.clusters);
+        self.cluster_services.extend(other.cluster_services);
+        self.pods.extend(other.pods);
+    }
+
+    /// Whether a cluster may change under this impact.
+    pub fn covers_cluster(&self, name: &ClusterName) -> bool {
+        self.everything
+            || self.clusters.contains(name)
+            || name.0.rsplit('|').next().is_some_and(|fqdn| self.cluster_services.contains(fqdn))
+    }
+}
+
+/// Two Services give one target port of a pod different protocols; `chosen` applies.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ProtocolConflict {
+    pub pod: ObjectKey,
+    pub port: TargetPort,
+    pub chosen: (Protocol, ObjectKey),
+    pub other: (Protocol, ObjectKey),
+}
+
+fn target_port(pod: &Pod, target: &TargetPortRef) -> Option<TargetPort> {
+    match target {
+        TargetPortRef::Number(n) => Some(*n),
+        TargetPortRef::Name(name) => pod.named_port(name),
+    }
+}
+
+fn default_route(cluster: ClusterName) -> Route {
+    Route {
+        name: "default".into(),
+        matches: vec![],
+        destinations: vec![RouteDestination { cluster, weight: 1 }],
+        timeout: None,
+        retries: None,
+    }
+}
+
+/// A literal host in canonical form (lowercase, no trailing dot).
+fn literal_host(host: &str) -> String {
+    host.trim_end_matches('.').to_ascii_lowercase()
+}

@@ -1,0 +1,176 @@
+//! R2 — the hostnames of Services and pods, and how a Host header is compared with them.
+//!
+//! Tables store canonical names only: the FQDN of each Service (`svc.ns.svc.<domain>`) and pod
+//! (`host.sub.ns.svc.<domain>`), ClusterIPs, and literal VirtualService hosts. A Host is matched by trying the
+//! names a client's resolver would try — the Kubernetes search path `<ns>.svc.<domain>`, `svc.<domain>`,
+//! `<domain>` with `ndots: 5` — so the short forms of R2 (`svc.ns.svc`, `svc.ns`, and `svc` only from the same
+//! namespace) are accepted exactly as DNS would resolve them, and nothing else is.
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+
+/// A Host header in canonical form: an IP address, or a lowercase name without `:port` and trailing dot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostName<'a> {
+    Ip(IpAddr),
+    Name(Cow<'a, str>),
+}
+
+impl HostName<'_> {
+    pub fn into_owned(self) -> HostName<'static> {
+        match self {
+            HostName::Ip(ip) => HostName::Ip(ip),
+            HostName::Name(n) => HostName::Name(Cow::Owned(n.into_owned())),
+        }
+    }
+}
+
+impl std::fmt::Display for HostName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostName::Ip(ip) => ip.fmt(f),
+            HostName::Name(n) => f.write_str(n),
+        }
+    }
+}
+
+/// Normalizes a Host header (R2): case-insensitive, `:port` ignored, trailing dot ignored, `[v6]` brackets
+/// removed. None for an empty host.
+pub fn normalize(host: &str) -> Option<HostName<'_>> {
+    let host = host.trim();
+    let bare = if let Some(rest) = host.strip_prefix('[') {
+        // [v6] or [v6]:port
+        let end = rest.find(']')?;
+        &rest[..end]
+    } else if host.bytes().filter(|b| *b == b':').count() == 1 {
+        let (h, port) = host.split_once(':').unwrap_or((host, ""));
+        if !port.bytes().all(|b| b.is_ascii_digit()) {
+            return Some(HostName::Name(Cow::Owned(host.to_ascii_lowercase())));
+        }
+        h
+    } else {
+        host
+    };
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return Some(HostName::Ip(ip));
+    }
+    let bare = bare.strip_suffix('.').unwrap_or(bare);
+    if bare.is_empty() {
+        return None;
+    }
+    Some(HostName::Name(if bare.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(bare.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(bare)
+    }))
+}
+
+/// `svc.ns.svc.<domain>`
+pub fn service_fqdn(service: &str, namespace: &str, domain: &str) -> String {
+    format!("{service}.{namespace}.svc.{domain}")
+}
+
+/// `hostname.subdomain.ns.svc.<domain>`: a pod's own name under a headless Service (R2).
+pub fn pod_fqdn(hostname: &str, subdomain: &str, namespace: &str, domain: &str) -> String {
+    format!("{hostname}.{subdomain}.{namespace}.svc.{domain}")
+}
+
+/// Looks `name` up the way a pod's resolver in `client_ns` would (search path, `ndots: 5`): each candidate
+/// name is passed to `lookup` in order, and the first hit is returned with the candidate that hit.
+pub fn resolve<T>(
+    name: &str,
+    client_ns: &str,
+    domain: &str,
+    mut lookup: impl FnMut(&str) -> Option<T>,
+) -> Option<(T, String)> {
+    let dots = name.bytes().filter(|b| *b == b'.').count();
+    let mut buf = String::with_capacity(name.len() + client_ns.len() + domain.len() + 8);
+    let mut try_name = |suffix: &[&str], buf: &mut String| {
+        buf.clear();
+        buf.push_str(name);
+        for s in suffix {
+            buf.push('.');
+            buf.push_str(s);
+        }
+        lookup(buf)
+    };
+    let search: [&[&str]; 3] = [&[client_ns, "svc", domain], &["svc", domain], &[domain]];
+    if dots >= 5
+        && let Some(t) = try_name(&[], &mut buf)
+    {
+        return Some((t, buf));
+    }
+    for suffix in search {
+        if let Some(t) = try_name(suffix, &mut buf) {
+            return Some((t, buf));
+        }
+    }
+    if dots < 5
+        && let Some(t) = try_name(&[], &mut buf)
+    {
+        return Some((t, buf));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    fn n(s: &str) -> Option<String> {
+        normalize(s).map(|h| h.to_string())
+    }
+
+    #[test]
+    fn normalization() {
+        assert_eq!(n("Web.Shop"), Some("web.shop".into()));
+        assert_eq!(n("web.shop:80"), Some("web.shop".into()));
+        assert_eq!(n("web.shop.svc.cluster.local."), Some("web.shop.svc.cluster.local".into()));
+        assert_eq!(n("WEB.shop.:8080"), Some("web.shop".into()));
+        assert_eq!(n("10.0.0.1:80"), Some("10.0.0.1".into()));
+        assert_eq!(normalize("10.0.0.1"), Some(HostName::Ip("10.0.0.1".parse().unwrap())));
+        assert_eq!(normalize("[fd00::1]:80"), Some(HostName::Ip("fd00::1".parse().unwrap())));
+        assert_eq!(normalize("fd00::1"), Some(HostName::Ip("fd00::1".parse().unwrap())));
+        assert_eq!(n(""), None);
+        assert_eq!(n("."), None);
+        assert_eq!(n(":80"), None);
+        // A non-numeric "port" is not a port: the whole thing is a (non-matching) name.
+        assert_eq!(n("web:abc"), Some("web:abc".into()));
+    }
+
+    fn table() -> HashSet<String> {
+        ["web.shop.svc.cluster.local", "db-1.db.shop.svc.cluster.local", "api.example.com"]
+            .into_iter()
+            .map(String::from)
+            .collect()
+    }
+
+    fn hit(name: &str, ns: &str) -> Option<String> {
+        let t = table();
+        resolve(name, ns, "cluster.local", |c| t.get(c).cloned()).map(|(v, _)| v)
+    }
+
+    #[test]
+    fn r2_short_forms_follow_the_search_path() {
+        let web = Some("web.shop.svc.cluster.local".to_string());
+        for (name, ns) in
+            [("web.shop.svc.cluster.local", "other"), ("web.shop.svc", "other"), ("web.shop", "other"), ("web", "shop")]
+        {
+            assert_eq!(hit(name, ns), web, "{name} from {ns}");
+        }
+        // `svc` alone only from the Service's namespace.
+        assert_eq!(hit("web", "other"), None);
+        assert_eq!(hit("web.shop.svc.cluster", "other"), None);
+        assert_eq!(hit("web.other", "shop"), None);
+        let db1 = Some("db-1.db.shop.svc.cluster.local".to_string());
+        assert_eq!(hit("db-1.db", "shop"), db1);
+        assert_eq!(hit("db-1.db.shop", "x"), db1);
+        assert_eq!(hit("db-1.db.shop.svc", "x"), db1);
+        assert_eq!(hit("db-1.db", "x"), None);
+        // Literal names match as they are.
+        assert_eq!(hit("api.example.com", "x"), Some("api.example.com".into()));
+        assert_eq!(hit("api.example", "x"), None);
+    }
+}
