@@ -45,13 +45,11 @@ fn statefulsets_without_headless_service(ix: &Index, out: &mut Vec<Diagnostic>) 
     for w in c.workloads.values().filter(|w| w.kind == podmesh_model::WorkloadKind::StatefulSet) {
         let object = ObjectRef::new(Kind::StatefulSet, w.key.clone());
         let problem = match &w.service_name {
-            None => Some("has no spec.serviceName, so its pods get no per-pod DNS names".to_string()),
+            None => Some("missing, so the pods get no per-pod DNS names".to_string()),
             Some(name) => match c.services.get(&ObjectKey::new(w.key.namespace.clone(), name.clone())) {
-                None => {
-                    Some(format!("spec.serviceName {name:?} names no Service, so its pods get no per-pod DNS names"))
-                }
+                None => Some(format!("{name:?} names no Service, so the pods get no per-pod DNS names")),
                 Some(s) if !s.headless => Some(format!(
-                    "spec.serviceName {name:?} is not headless, so its pods get no per-pod DNS names and cannot be called directly"
+                    "Service {name:?} is not headless, so the pods get no per-pod DNS names and cannot be called directly"
                 )),
                 Some(_) => None,
             },
