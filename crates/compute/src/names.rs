@@ -42,20 +42,19 @@ pub fn normalize(host: &str) -> Option<HostName<'_>> {
         // [v6] or [v6]:port
         let end = rest.find(']')?;
         &rest[..end]
-    } else if host.bytes().filter(|b| *b == b':').count() == 1 {
-        let (h, port) = host.split_once(':').unwrap_or((host, ""));
-        if !port.bytes().all(|b| b.is_ascii_digit()) {
-            return Some(HostName::Name(Cow::Owned(host.to_ascii_lowercase())));
-        }
-        h
     } else {
-        host
+        match host.split_once(':') {
+            // name:port (an empty port is allowed by RFC 3986)
+            Some((h, port)) if !port.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => h,
+            _ => host,
+        }
     };
     if let Ok(ip) = bare.parse::<IpAddr>() {
         return Some(HostName::Ip(ip));
     }
     let bare = bare.strip_suffix('.').unwrap_or(bare);
-    if bare.is_empty() {
+    // What is left must be a name: no ':' (that was neither a port nor an IPv6 literal), no spaces or controls.
+    if bare.is_empty() || bare.bytes().any(|b| b == b':' || b.is_ascii_whitespace() || b.is_ascii_control()) {
         return None;
     }
     Some(HostName::Name(if bare.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -136,8 +135,10 @@ mod tests {
         assert_eq!(n(""), None);
         assert_eq!(n("."), None);
         assert_eq!(n(":80"), None);
-        // A non-numeric "port" is not a port: the whole thing is a (non-matching) name.
-        assert_eq!(n("web:abc"), Some("web:abc".into()));
+        // A non-numeric "port" is not a port, and a name cannot contain ':'.
+        assert_eq!(n("web:abc"), None);
+        assert_eq!(n("web:"), Some("web".into()));
+        assert_eq!(n("fd00::zz"), None);
     }
 
     fn table() -> HashSet<String> {
@@ -172,5 +173,21 @@ mod tests {
         // Literal names match as they are.
         assert_eq!(hit("api.example.com", "x"), Some("api.example.com".into()));
         assert_eq!(hit("api.example", "x"), None);
+    }
+
+    proptest::proptest! {
+        /// Host headers come from the network: any string normalizes without panicking, to a canonical form.
+        #[test]
+        fn normalize_never_panics_and_is_canonical(host in ".{0,64}") {
+            if let Some(HostName::Name(n)) = normalize(&host) {
+                proptest::prop_assert!(!n.bytes().any(|b| b.is_ascii_uppercase()));
+                proptest::prop_assert!(!n.ends_with('.'));
+                proptest::prop_assert!(!n.is_empty());
+                // Idempotent.
+                proptest::prop_assert_eq!(normalize(&n).map(|h| h.to_string()), Some(n.to_string()));
+            }
+            let t = table();
+            let _ = resolve(&host, "shop", "cluster.local", |c| t.get(c).cloned());
+        }
     }
 }

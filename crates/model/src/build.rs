@@ -74,8 +74,14 @@ impl Builder {
     pub fn add(&mut self, origin: &Origin, value: Value) {
         let Value::Object(map) = &value else {
             self.diagnostics.push(
-                Diagnostic::error("invalid-field", "a manifest must be a mapping with apiVersion, kind and metadata")
-                    .at(Some(origin)),
+                Diagnostic::error(
+                    "invalid-field",
+                    format!(
+                        "a manifest must be a mapping with apiVersion, kind and metadata, not {}",
+                        describe(&value)
+                    ),
+                )
+                .at(Some(origin)),
             );
             return;
         };
@@ -126,6 +132,15 @@ impl Builder {
         let object = ObjectRef::new(kind, ObjectKey::new(ns_name, name));
         let template_hash = value.pointer("/spec/template").map(|t| t.to_string()).unwrap_or_default();
         let mut doc = Doc { origin, object, diags: &mut self.diagnostics, failed: false };
+        // serde would read a list of exactly as many values as the struct has fields as the struct, and otherwise
+        // say "invalid length 2, expected struct ObjectMeta with 4 elements": say what is wrong instead.
+        if let Some((field, v)) = ["metadata", "spec", "status"]
+            .into_iter()
+            .find_map(|f| map.get(f).filter(|v| !v.is_object() && !v.is_null()).map(|v| (f, v)))
+        {
+            doc.error(field, format!("must be a mapping, not {}", describe(v)));
+            return;
+        }
         match kind {
             Kind::Namespace => {
                 if let Some(ns) = parse::<wire::Namespace>(&mut doc, value).and_then(|n| namespace(&mut doc, n)) {
@@ -184,7 +199,12 @@ impl Builder {
                 if let Some(m) = parse::<wire::MeshConfig>(&mut doc, value) {
                     if let Some((_, first)) = &self.mesh {
                         let msg = format!("a second MeshConfig; the first is at {first}");
-                        self.diagnostics.push(Diagnostic::error("duplicate-object", msg).at(Some(origin)));
+                        doc.diags.push(
+                            Diagnostic::error("duplicate-object", msg)
+                                .at(Some(origin))
+                                .object(doc.object.clone())
+                                .hint("a mesh has one MeshConfig: merge their settings into one"),
+                        );
                     } else {
                         self.mesh = Some((m.spec, origin.clone()));
                     }
@@ -219,10 +239,19 @@ impl Builder {
         if map.contains_key(&key) {
             // A Deployment and a StatefulSet with the same name: both are valid Kubernetes objects, but podmesh
             // keys workloads by name, so say so.
+            let other = if kind == Kind::Deployment { Kind::StatefulSet } else { Kind::Deployment };
+            let first = self.seen.get(&ObjectRef::new(other, key.clone())).map(|o| format!(" (defined at {o})"));
             self.diagnostics.push(
-                Diagnostic::error("duplicate-object", "a Deployment and a StatefulSet with the same name")
-                    .at(Some(origin))
-                    .object(ObjectRef::new(kind, key)),
+                Diagnostic::error(
+                    "duplicate-object",
+                    format!(
+                        "a {other} has the same name{}; podmesh names workloads by name",
+                        first.unwrap_or_default()
+                    ),
+                )
+                .at(Some(origin))
+                .object(ObjectRef::new(kind, key))
+                .hint("rename one of them"),
             );
             return false;
         }
@@ -276,7 +305,8 @@ impl Builder {
         // Kubernetes' pod-template-hash: a hash of the template, so names change when the template does.
         let hash = fnv1a(&[w.key.namespace.as_bytes(), w.key.name.as_bytes(), e.template_hash.as_bytes()]);
         let template_hash = safe_encode(hash, 10);
-        for i in 0..w.replicas {
+        // At 0 replicas the template is still built once, so that its errors are reported whatever the scale.
+        for i in 0..w.replicas.max(1) {
             let (name, extra_labels) = match w.kind {
                 WorkloadKind::Deployment => {
                     let suffix = safe_encode(fnv1a(&[template_hash.as_bytes(), &i.to_le_bytes()]), 5);
@@ -309,6 +339,9 @@ impl Builder {
                 // The template is the same for every replica: one error is enough.
                 return;
             };
+            if i >= w.replicas {
+                return;
+            }
             let pod_ref = ObjectRef::new(Kind::Pod, key.clone());
             if let Some(first) = self.seen.get(&pod_ref) {
                 self.diagnostics.push(
@@ -329,15 +362,19 @@ impl Builder {
 
     fn assign_service_ips(&mut self) {
         let mut alloc = Allocator::new(self.cluster.mesh.service_cidr);
-        let mut owners: BTreeMap<IpAddr, ObjectKey> = BTreeMap::new();
+        let mut owners: BTreeMap<IpAddr, &Service> = BTreeMap::new();
         for svc in self.cluster.services.values() {
             for ip in &svc.cluster_ips {
                 alloc.reserve(*ip);
-                if let Some(other) = owners.insert(*ip, svc.key.clone()) {
+                if let Some(other) = owners.insert(*ip, svc) {
                     self.diagnostics.push(
                         Diagnostic::error(
                             "duplicate-address",
-                            format!("ClusterIP {ip} is also the ClusterIP of {other}"),
+                            format!(
+                                "ClusterIP {ip} is also the ClusterIP of Service {}{}",
+                                other.key,
+                                at(&other.origin)
+                            ),
                         )
                         .at(svc.origin.as_ref())
                         .object(ObjectRef::new(Kind::Service, svc.key.clone()))
@@ -363,15 +400,18 @@ impl Builder {
 
     fn assign_pod_ips(&mut self) {
         let mut alloc = Allocator::new(self.cluster.mesh.pod_cidr);
-        let mut owners: BTreeMap<IpAddr, ObjectKey> = BTreeMap::new();
+        let mut owners: BTreeMap<IpAddr, &Pod> = BTreeMap::new();
         for pod in self.cluster.pods.values().filter(|p| !self.pods_without_ip.contains(&p.key)) {
             alloc.reserve(pod.ip);
-            if let Some(other) = owners.insert(pod.ip, pod.key.clone()) {
+            if let Some(other) = owners.insert(pod.ip, pod) {
                 self.diagnostics.push(
-                    Diagnostic::error("duplicate-address", format!("pod IP {} is also the IP of pod {other}", pod.ip))
-                        .at(pod.origin.as_ref())
-                        .object(ObjectRef::new(Kind::Pod, pod.key.clone()))
-                        .field("status.podIP"),
+                    Diagnostic::error(
+                        "duplicate-address",
+                        format!("pod IP {} is also the IP of pod {}{}", pod.ip, other.key, at(&other.origin)),
+                    )
+                    .at(pod.origin.as_ref())
+                    .object(ObjectRef::new(Kind::Pod, pod.key.clone()))
+                    .field("status.podIP"),
                 );
             }
         }
@@ -426,6 +466,23 @@ impl Builder {
             };
         }
     }
+}
+
+/// What a YAML value is, for messages: "a list", "a string", ...
+fn describe(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+    }
+}
+
+/// " (defined at FILE: document N (line L))", or nothing for an object without a document.
+fn at(origin: &Option<Origin>) -> String {
+    origin.as_ref().map(|o| format!(" (defined at {o})")).unwrap_or_default()
 }
 
 /// Typed parse of a document with the failing field's path in the error.
@@ -847,7 +904,15 @@ fn string_match(doc: &mut Doc<'_>, field: &str, m: &wire::StringMatch) -> Option
         (None, None, Some(r)) => match Pattern::new(r) {
             Ok(p) => Some(StringMatch::Regex(p)),
             Err(e) => {
-                doc.error(&format!("{field}.regex"), format!("invalid regular expression: {e}"));
+                // A syntax error renders over several lines, showing the anchored pattern actually compiled
+                // (`^(?:...)$`); keep the diagnostic to one line, about the pattern as written.
+                let detail = match &e {
+                    regex::Error::Syntax(s) => {
+                        s.lines().last().unwrap_or_default().trim_start_matches("error: ").to_string()
+                    }
+                    other => other.to_string(),
+                };
+                doc.error(&format!("{field}.regex"), format!("{r:?} is not a valid regular expression: {detail}"));
                 None
             }
         },
@@ -942,8 +1007,9 @@ fn virtual_service(doc: &mut Doc<'_>, v: wire::VirtualService) -> Option<Virtual
                 None => 0,
                 Some(w) if (0..=1_000_000).contains(&w) => w as u32,
                 Some(w) => {
-                    doc.error(&df("weight"), format!("{w} is out of range: use 0-100"));
-                    0
+                    doc.error(&df("weight"), format!("{w} is out of range: weights are relative, from 0 to 1000000"));
+                    // Left out, rather than counted as 0, so that "every destination has weight 0" does not follow.
+                    continue;
                 }
             };
             let port = match dest.port.as_ref().and_then(|p| p.number) {

@@ -3,6 +3,7 @@
 //! Each document is parsed on its own, so one malformed document is reported (file, index, line) and the others
 //! are still checked: `podmesh check` reports every error at once. Nothing here panics on any input.
 
+use std::borrow::Cow;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -86,14 +87,19 @@ fn read_source(source: &Source, options: &LoadOptions, diags: &mut Vec<Diagnosti
             vec![File { name: name.as_str().into(), text: text.clone(), json: name.ends_with(".json") }]
         }
         Source::Stdin => {
-            let mut text = String::new();
             let limit = options.max_file_bytes;
-            match std::io::stdin().lock().take(limit + 1).read_to_string(&mut text) {
-                Ok(n) if n as u64 > limit => {
+            match read_limited(std::io::stdin().lock(), limit) {
+                Ok(Some(bytes)) => match String::from_utf8(bytes) {
+                    Ok(text) => vec![File { name: "<stdin>".into(), text, json: false }],
+                    Err(e) => {
+                        diags.push(Diagnostic::error("invalid-yaml", format!("<stdin>: not UTF-8 text ({e})")));
+                        vec![]
+                    }
+                },
+                Ok(None) => {
                     diags.push(too_large("<stdin>", limit));
                     vec![]
                 }
-                Ok(_) => vec![File { name: "<stdin>".into(), text, json: false }],
                 Err(e) => {
                     diags.push(Diagnostic::error("unreadable", format!("<stdin>: cannot read: {e}")));
                     vec![]
@@ -137,14 +143,20 @@ fn read_path(path: &Path, options: &LoadOptions, diags: &mut Vec<Diagnostic>) ->
         diags.push(too_large(&shown, options.max_file_bytes));
         return vec![];
     }
-    match std::fs::read(path) {
-        Ok(bytes) => match String::from_utf8(bytes) {
+    // The limit is applied while reading too: the size of a FIFO or device (`-f /dev/stdin`) is not known in
+    // advance, and a file may grow after `metadata`.
+    match std::fs::File::open(path).and_then(|f| read_limited(f, options.max_file_bytes)) {
+        Ok(Some(bytes)) => match String::from_utf8(bytes) {
             Ok(text) => vec![File { name: shown.as_str().into(), text, json: has_ext(path, "json") }],
             Err(e) => {
                 diags.push(Diagnostic::error("invalid-yaml", format!("{shown}: not UTF-8 text ({e})")));
                 vec![]
             }
         },
+        Ok(None) => {
+            diags.push(too_large(&shown, options.max_file_bytes));
+            vec![]
+        }
         Err(e) => {
             diags.push(Diagnostic::error("unreadable", format!("{shown}: cannot read: {e}")));
             vec![]
@@ -152,12 +164,22 @@ fn read_path(path: &Path, options: &LoadOptions, diags: &mut Vec<Diagnostic>) ->
     }
 }
 
+/// Reads at most `limit` bytes; `None` when there is more.
+fn read_limited(reader: impl Read, limit: u64) -> std::io::Result<Option<Vec<u8>>> {
+    let mut bytes = Vec::new();
+    reader.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
+    Ok((bytes.len() as u64 <= limit).then_some(bytes))
+}
+
 fn too_large(name: &str, limit: u64) -> Diagnostic {
-    Diagnostic::error(
-        "file-too-large",
-        format!("{name}: larger than the {} MiB limit for one manifest file", limit >> 20),
-    )
-    .hint("split the manifests into several files")
+    // Whole MiB as MiB (the default is 64 MiB), anything else in bytes: a 1000-byte limit is not "0 MiB".
+    let shown = if limit >= 1 << 20 && limit.is_multiple_of(1 << 20) {
+        format!("{} MiB", limit >> 20)
+    } else {
+        format!("{limit}-byte")
+    };
+    Diagnostic::error("file-too-large", format!("{name}: larger than the {shown} limit for one manifest file"))
+        .hint("split the manifests into several files")
 }
 
 fn has_ext(p: &Path, ext: &str) -> bool {
@@ -174,11 +196,8 @@ fn add_file(builder: &mut Builder, file: &File) {
         match serde_json::from_str::<serde_json::Value>(&file.text) {
             Ok(value) => builder.add(&origin, value),
             Err(e) => builder.diagnostics.push(
-                Diagnostic::error(
-                    "invalid-yaml",
-                    format!("invalid JSON at line {} column {}: {e}", e.line(), e.column()),
-                )
-                .at(Some(&origin)),
+                // serde_json's message ends with "at line L column C" already.
+                Diagnostic::error("invalid-yaml", format!("invalid JSON: {e}")).at(Some(&origin)),
             ),
         }
         return;
@@ -195,11 +214,67 @@ fn add_file(builder: &mut Builder, file: &File) {
 
 fn yaml_error(e: &serde_saphyr::Error, origin: &Origin) -> Diagnostic {
     let options = serde_saphyr::render_options! {
+        formatter: &Messages,
         snippets: serde_saphyr::SnippetMode::Off,
         line_offset: origin.line.saturating_sub(1) as u64,
     };
     let message = e.without_snippet().render_with_options(options);
-    Diagnostic::error("invalid-yaml", format!("invalid YAML: {}", message.trim())).at(Some(origin))
+    let d = Diagnostic::error("invalid-yaml", format!("invalid YAML: {}", message.trim())).at(Some(origin));
+    if exceeds_limits(e) {
+        return d.hint(
+            "put one object in each document (---) and write out what aliases (*name) refer to: every copy an \
+             alias makes counts against the limits, so a few lines of aliases can expand to billions of values",
+        );
+    }
+    d
+}
+
+/// serde-saphyr's messages, except two written for the programmer rather than the user: a duplicate key (which
+/// suggests a parser option) and a resource budget (which prints a Rust debug value).
+struct Messages;
+
+impl serde_saphyr::MessageFormatter for Messages {
+    fn format_message<'a>(&self, err: &'a serde_saphyr::Error) -> Cow<'a, str> {
+        use serde_saphyr::Error as E;
+        use serde_saphyr::budget::BudgetBreach as B;
+        let limits = serde_saphyr::Budget::default();
+        let too_big = |what: String| Cow::Owned(format!("document too large to read safely ({what})"));
+        match err {
+            E::DuplicateMappingKey { key: Some(k), .. } => {
+                Cow::Owned(format!("key `{k}` appears twice in one mapping"))
+            }
+            E::DuplicateMappingKey { key: None, .. } => Cow::Borrowed("a key appears twice in one mapping"),
+            E::Budget { breach: B::Nodes { .. }, .. } => {
+                too_big(format!("more than {} values, counting each copy an alias makes", limits.max_nodes))
+            }
+            E::Budget { breach: B::ScalarBytes { .. }, .. } => too_big(format!(
+                "more than {} MiB of text, counting each copy an alias makes",
+                limits.max_total_scalar_bytes >> 20
+            )),
+            E::Budget { breach: B::Depth { .. }, .. } => {
+                too_big(format!("nested more than {} levels deep", limits.max_depth))
+            }
+            E::Budget { breach: B::Aliases { .. }, .. } => too_big(format!("more than {} aliases", limits.max_aliases)),
+            E::Budget { breach, .. } => too_big(format!("{breach:?}")),
+            _ => serde_saphyr::DefaultMessageFormatter.format_message(err),
+        }
+    }
+}
+
+/// True when the parser stopped at one of its resource budgets (node count, alias expansion, ...).
+fn exceeds_limits(mut e: &serde_saphyr::Error) -> bool {
+    use serde_saphyr::Error as E;
+    loop {
+        match e {
+            E::AliasError { error, .. } | E::WithSnippet { error, .. } => e = error,
+            E::Budget { .. }
+            | E::AliasReplayCounterOverflow { .. }
+            | E::AliasReplayLimitExceeded { .. }
+            | E::AliasExpansionLimitExceeded { .. }
+            | E::AliasReplayStackDepthExceeded { .. } => return true,
+            _ => return false,
+        }
+    }
 }
 
 /// One document of a YAML stream: its 1-based index, the line it starts on, and its text.

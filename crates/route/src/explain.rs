@@ -848,4 +848,13 @@ mod tests {
         assert!("web.shop:99999".parse::<Target>().is_err());
         assert!("http://:80/".parse::<Target>().is_err());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn target_parsing_never_panics(s in ".{0,80}") {
+            if let Ok(t) = s.parse::<Target>() {
+                proptest::prop_assert!(t.port > 0 && !t.host.is_empty() && t.path.starts_with('/'));
+            }
+        }
+    }
 }
