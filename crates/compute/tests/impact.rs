@@ -121,7 +121,7 @@ fn mutate(c: &mut Cluster, m: usize, x: usize) -> ObjectRef {
             let ns = ["shop", "store", "podmesh-system"][x % 3];
             let key = ObjectKey::new(ns, "pa");
             let mode = [MtlsMode::Strict, MtlsMode::Disable][x % 2];
-            let selector = (x % 4 == 0).then(|| Labels::from([("app".to_string(), "web".to_string())]));
+            let selector = x.is_multiple_of(4).then(|| Labels::from([("app".to_string(), "web".to_string())]));
             let port_level = if selector.is_some() {
                 BTreeMap::from([(TargetPort(7000), Some(MtlsMode::Disable))])
             } else {

@@ -83,10 +83,11 @@ fn r2_names(svc: &Service, client_ns: &str, domain: &str) -> Vec<String> {
 /// R2 comparison: case-insensitive, `:port` ignored, trailing dot ignored.
 fn oracle_normalize(host: &str) -> String {
     let mut h = host.to_ascii_lowercase();
-    if let Some((name, port)) = h.rsplit_once(':') {
-        if !name.contains(':') && !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) {
-            h = name.to_string();
-        }
+    if let Some((name, port)) = h.rsplit_once(':')
+        && !name.contains(':')
+        && port.bytes().all(|b| b.is_ascii_digit())
+    {
+        h = name.to_string();
     }
     h.strip_suffix('.').map(str::to_string).unwrap_or(h)
 }
