@@ -16,13 +16,19 @@ use crate::names::{self, HostName};
 use crate::protocol::{Protocol, ProtocolFrom};
 
 /// A SPIFFE identity: `spiffe://<trust domain>/ns/<namespace>/sa/<service account>` (R5).
+///
+/// Shared (`Arc<str>`): one pod's identity appears in every endpoint and direct-table entry of that pod.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct Identity(pub String);
+pub struct Identity(Arc<str>);
 
 impl Identity {
     pub fn new(trust_domain: &str, namespace: &str, service_account: &str) -> Self {
-        Identity(format!("spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}"))
+        Identity(format!("spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}").into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 
     /// The namespace part, if the identity has the podmesh/Istio shape.
@@ -356,8 +362,9 @@ pub struct DirectPod {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<Identity>,
     /// The pod's peer-authentication modes (meshed pods only), so the source knows when to use mTLS (R3.5).
+    /// Shared by the pods of a namespace that no workload policy selects.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mtls: Option<PortModes>,
+    pub mtls: Option<Arc<PortModes>>,
 }
 
 impl DirectPod {

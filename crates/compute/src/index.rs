@@ -35,7 +35,15 @@ pub struct Index {
     /// The reverse: pods a Service selects or lists.
     pods_of_service: HashMap<ObjectKey, Vec<ObjectKey>>,
     slices_of_service: HashMap<ObjectKey, Vec<ObjectKey>>,
-    modes: HashMap<ObjectKey, PortModes>,
+    /// EndpointSlices listing an address, or naming a pod in a targetRef (for change impact).
+    slices_by_addr: HashMap<IpAddr, Vec<ObjectKey>>,
+    slices_by_pod: HashMap<ObjectKey, Vec<ObjectKey>>,
+    /// Pods of each Deployment/StatefulSet.
+    pods_by_owner: HashMap<ObjectKey, Vec<ObjectKey>>,
+    /// Every pod's SPIFFE identity, built once and shared by its endpoints and direct-table entry.
+    identities: HashMap<ObjectKey, Identity>,
+    /// Peer-authentication modes of meshed pods; pods no workload policy selects share their namespace's.
+    modes: HashMap<ObjectKey, Arc<PortModes>>,
     service_by_fqdn: HashMap<String, ObjectKey>,
     /// The VirtualService whose routes a Service's host uses (first by name when several name it).
     vs_of_service: HashMap<ObjectKey, ObjectKey>,
@@ -61,6 +69,10 @@ impl Index {
             services_of_pod: HashMap::new(),
             pods_of_service: HashMap::new(),
             slices_of_service: HashMap::new(),
+            slices_by_addr: HashMap::new(),
+            slices_by_pod: HashMap::new(),
+            pods_by_owner: HashMap::new(),
+            identities: HashMap::new(),
             modes: HashMap::new(),
             service_by_fqdn: HashMap::new(),
             vs_of_service: HashMap::new(),
@@ -130,7 +142,10 @@ impl Index {
     }
 
     pub fn identity_of(&self, pod: &Pod) -> Identity {
-        Identity::new(&self.cluster.mesh.trust_domain, &pod.key.namespace, &pod.service_account)
+        match self.identities.get(&pod.key) {
+            Some(id) => id.clone(),
+            None => Identity::new(&self.cluster.mesh.trust_domain, &pod.key.namespace, &pod.service_account),
+        }
     }
 
     /// Resolves a name as cluster DNS would for a client in `client_ns`: the FQDN it matched and its addresses.
@@ -146,6 +161,12 @@ impl Index {
         let c = &self.cluster;
         for pod in c.pods.values() {
             self.pod_by_ip.insert(pod.ip, pod.key.clone());
+            let identity = Identity::new(&c.mesh.trust_domain, &pod.key.namespace, &pod.service_account);
+            self.identities.insert(pod.key.clone(), identity);
+            if let Some(owner) = &pod.owner {
+                let workload = ObjectKey::new(pod.key.namespace.clone(), owner.name.clone());
+                self.pods_by_owner.entry(workload).or_default().push(pod.key.clone());
+            }
         }
         // Inverted label index per namespace, so a selector only looks at pods carrying one of its labels.
         let mut by_label: HashMap<(&str, &str, &str), Vec<&ObjectKey>> = HashMap::new();
@@ -157,6 +178,14 @@ impl Index {
         for slice in c.endpoint_slices.values() {
             let svc = ObjectKey::new(slice.key.namespace.clone(), slice.service.clone());
             self.slices_of_service.entry(svc).or_default().push(slice.key.clone());
+            for ep in &slice.endpoints {
+                for addr in &ep.addresses {
+                    self.slices_by_addr.entry(*addr).or_default().push(slice.key.clone());
+                }
+                if let Some(pod) = &ep.pod {
+                    self.slices_by_pod.entry(pod.clone()).or_default().push(slice.key.clone());
+                }
+            }
         }
         let mut pods_of: HashMap<ObjectKey, BTreeSet<ObjectKey>> = HashMap::new();
         for svc in c.services.values() {
@@ -201,14 +230,24 @@ impl Index {
     }
 
     fn index_modes(&mut self) {
-        let policies = Policies::new(&self.cluster, &mut self.diagnostics);
+        let c = &self.cluster;
+        let policies = Policies::new(c, &mut self.diagnostics);
         let mut conflicts = BTreeSet::new();
-        for pod in self.cluster.pods.values().filter(|p| p.sidecar) {
-            let (modes, conflict) = policies.modes(&self.cluster, pod);
-            conflicts.extend(conflict);
+        let mut per_namespace: HashMap<&str, Arc<PortModes>> = HashMap::new();
+        for pod in c.pods.values().filter(|p| p.sidecar) {
+            let ns = per_namespace
+                .entry(pod.key.namespace.as_str())
+                .or_insert_with(|| Arc::new(policies.namespace_modes(c, &pod.key.namespace)));
+            let modes = match policies.workload_modes(c, pod, ns) {
+                Some((modes, conflict)) => {
+                    conflicts.extend(conflict);
+                    Arc::new(modes)
+                }
+                None => Arc::clone(ns),
+            };
             self.modes.insert(pod.key.clone(), modes);
         }
-        report_workload_conflicts(&self.cluster, conflicts, &mut self.diagnostics);
+        report_workload_conflicts(c, conflicts, &mut self.diagnostics);
     }
 
     /// Resolves a host written in an object of namespace `ns` to a Service, as a client in `ns` would.
@@ -783,7 +822,7 @@ impl Index {
                 }
             }
             Kind::Deployment | Kind::StatefulSet => {
-                for pod in c.pods_of(key) {
+                for pod in self.pods_by_owner.get(key).into_iter().flatten().filter_map(|k| c.pods.get(k)) {
                     self.pod_impact(pod, &mut imp);
                 }
             }
@@ -830,20 +869,16 @@ impl Index {
         for svc in self.services_of_pod.get(&pod.key).into_iter().flatten() {
             self.service_clusters_impact(svc, imp);
         }
-        // Slices that list the pod's IP without a targetRef.
-        for slice in self.cluster.endpoint_slices.values() {
-            if slice.endpoints.iter().any(|e| e.addresses.contains(&pod.ip) || e.pod.as_ref() == Some(&pod.key)) {
-                self.service_clusters_impact(&ObjectKey::new(slice.key.namespace.clone(), slice.service.clone()), imp);
-            }
+        // Slices that list the pod (by IP, or by targetRef) make it an endpoint of their Service.
+        let slices = self.slices_by_addr.get(&pod.ip).into_iter().chain(self.slices_by_pod.get(&pod.key)).flatten();
+        for slice in slices.filter_map(|k| self.cluster.endpoint_slices.get(k)) {
+            self.service_clusters_impact(&ObjectKey::new(slice.key.namespace.clone(), slice.service.clone()), imp);
         }
     }
 
+    /// Every cluster of the Service, whatever the port and subset (clusters are named `outbound|port|subset|fqdn`).
     fn service_clusters_impact(&self, svc: &ObjectKey, imp: &mut Impact) {
-        let fqdn = service_fqdn(&svc.name, &svc.namespace, self.domain());
-        let prefix_end = format!("|{fqdn}");
-        // Every cluster of the Service, whatever the port and subset: they are named `outbound|port|subset|fqdn`.
-        imp.clusters.extend(self.outbound.clusters.keys().filter(|k| k.0.ends_with(&prefix_end)).cloned());
-        imp.cluster_services.insert(fqdn);
+        imp.cluster_services.insert(service_fqdn(&svc.name, &svc.namespace, self.domain()));
     }
 
     fn service_impact(&self, key: &ObjectKey, imp: &mut Impact) {
@@ -915,8 +950,7 @@ pub struct Impact {
     /// ClusterIPs whose listeners may change.
     pub listener_ips: BTreeSet<IpAddr>,
     pub route_tables: BTreeSet<ServicePort>,
-    pub clusters: BTreeSet<ClusterName>,
-    /// Service FQDNs all of whose clusters may change (including clusters that do not exist yet).
+    /// Service FQDNs whose clusters (every port and subset, including ones that do not exist yet) may change.
     pub cluster_services: BTreeSet<String>,
     /// Pod IPs whose direct-table entries may change.
     pub pods: BTreeSet<IpAddr>,
@@ -928,16 +962,13 @@ impl Impact {
         self.inbound.extend(other.inbound);
         self.listener_ips.extend(other.listener_ips);
         self.route_tables.extend(other.route_tables);
-        self.clusters.extend(other.clusters);
         self.cluster_services.extend(other.cluster_services);
         self.pods.extend(other.pods);
     }
 
     /// Whether a cluster may change under this impact.
     pub fn covers_cluster(&self, name: &ClusterName) -> bool {
-        self.everything
-            || self.clusters.contains(name)
-            || name.0.rsplit('|').next().is_some_and(|fqdn| self.cluster_services.contains(fqdn))
+        self.everything || name.0.rsplit('|').next().is_some_and(|fqdn| self.cluster_services.contains(fqdn))
     }
 }
 

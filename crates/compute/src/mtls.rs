@@ -41,36 +41,45 @@ impl Policies {
         p
     }
 
-    /// The modes of one pod, and any conflicting workload policies (both select the pod).
-    pub fn modes(&self, cluster: &Cluster, pod: &Pod) -> (PortModes, Option<(ObjectKey, ObjectKey)>) {
-        let pas = &cluster.peer_authentications;
-        let get = |k: &ObjectKey| pas.get(k);
+    /// The modes of the pods of a namespace that no workload policy selects (mesh and namespace levels).
+    pub fn namespace_modes(&self, cluster: &Cluster, namespace: &str) -> PortModes {
+        let get = |k: &ObjectKey| cluster.peer_authentications.get(k);
         let mut mode = MtlsMode::Permissive;
         let mut from = MtlsFrom::Default;
         if let Some((k, m)) = self.mesh.as_ref().and_then(|k| Some((k, get(k)?.mode?))) {
             (mode, from) = (m, MtlsFrom::Mesh(k.clone()));
         }
-        if let Some((k, m)) = self.namespaces.get(&pod.key.namespace).and_then(|k| Some((k, get(k)?.mode?))) {
+        if let Some((k, m)) = self.namespaces.get(namespace).and_then(|k| Some((k, get(k)?.mode?))) {
             (mode, from) = (m, MtlsFrom::Namespace(k.clone()));
         }
-        let mut matching =
-            self.workloads.get(&pod.key.namespace).into_iter().flatten().filter(|k| {
-                get(k).and_then(|pa| pa.selector.as_ref()).is_some_and(|s| selector_matches(s, &pod.labels))
-            });
-        let workload = matching.next();
-        let conflict = workload.and_then(|w| matching.next().map(|other| (w.clone(), other.clone())));
-        let mut ports = BTreeMap::new();
-        if let Some((k, pa)) = workload.and_then(|k| Some((k, get(k)?))) {
-            if let Some(m) = pa.mode {
-                (mode, from) = (m, MtlsFrom::Workload(k.clone()));
-            }
-            for (port, m) in &pa.port_level {
-                if let Some(m) = m {
-                    ports.insert(*port, (*m, MtlsFrom::Port(k.clone())));
-                }
+        PortModes { default: mode, default_from: from, ports: BTreeMap::new() }
+    }
+
+    /// The modes of one pod when a workload policy selects it (None otherwise: the namespace's modes apply), and
+    /// a second workload policy that also selects it (a conflict: the first by name applies).
+    pub fn workload_modes(
+        &self,
+        cluster: &Cluster,
+        pod: &Pod,
+        namespace_modes: &PortModes,
+    ) -> Option<(PortModes, Option<(ObjectKey, ObjectKey)>)> {
+        let pas = &cluster.peer_authentications;
+        let mut matching = self.workloads.get(&pod.key.namespace).into_iter().flatten().filter(|k| {
+            pas.get(*k).and_then(|pa| pa.selector.as_ref()).is_some_and(|s| selector_matches(s, &pod.labels))
+        });
+        let key = matching.next()?;
+        let conflict = matching.next().map(|other| (key.clone(), other.clone()));
+        let pa = pas.get(key)?;
+        let mut modes = namespace_modes.clone();
+        if let Some(m) = pa.mode {
+            (modes.default, modes.default_from) = (m, MtlsFrom::Workload(key.clone()));
+        }
+        for (port, m) in &pa.port_level {
+            if let Some(m) = m {
+                modes.ports.insert(*port, (*m, MtlsFrom::Port(key.clone())));
             }
         }
-        (PortModes { default: mode, default_from: from, ports }, conflict)
+        Some((modes, conflict))
     }
 
     /// The pods a policy's decision reaches (for change impact): a mesh-wide policy reaches every pod.

@@ -164,7 +164,7 @@ fn r3_5_source_uses_mtls_unless_the_destination_port_is_disable() {
     let ep = |cluster: &str| out.clusters[&podmesh_compute::ClusterName(cluster.into())].endpoints[0].clone();
     assert_eq!(ep("outbound|80||api.shop.svc.cluster.local").tls, None);
     assert_eq!(
-        ep("outbound|9000||api.shop.svc.cluster.local").tls.map(|i| i.0),
+        ep("outbound|9000||api.shop.svc.cluster.local").tls.map(|i| i.as_str().to_string()),
         Some("spiffe://cluster.local/ns/shop/sa/default".into())
     );
     let direct = &out.pods[&api.ip];

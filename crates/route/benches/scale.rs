@@ -25,7 +25,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use podmesh_compute::Index;
-use podmesh_model::{ObjectKey, Source};
+use podmesh_model::{ObjectKey, ObjectRef, Source};
 use podmesh_route::ReasonCode;
 use podmesh_route::explain::{Explanation, Query, explain};
 
@@ -1068,6 +1068,40 @@ fn main() {
         inbound_ports as f64 / CONFIG_SAMPLES as f64
     );
     println!("  {}", cfg_stats.noise());
+    println!();
+
+    // ---- change impact (what the control plane asks on every change)
+    println!("impact (which configs a change to one object can touch; one call each)");
+    let c = index.cluster();
+    let mut probes: Vec<(&str, ObjectRef)> = Vec::new();
+    if let Some(pod) = meshed_pods.first() {
+        probes.push(("one pod", ObjectRef::new(podmesh_model::Kind::Pod, (*pod).clone())));
+    }
+    if let Some(svc) = c.services.keys().next() {
+        probes.push(("one Service", ObjectRef::new(podmesh_model::Kind::Service, svc.clone())));
+    }
+    if let Some(w) = c.workloads.keys().next() {
+        probes.push(("one Deployment", ObjectRef::new(podmesh_model::Kind::Deployment, w.clone())));
+    }
+    for (label, root) in [("namespace PeerAuthentication", false), ("mesh-wide PeerAuthentication", true)] {
+        let pa = c
+            .peer_authentications
+            .values()
+            .find(|pa| pa.selector.is_none() && (pa.key.namespace == c.mesh.root_namespace) == root);
+        if let Some(pa) = pa {
+            probes.push((label, ObjectRef::new(podmesh_model::Kind::PeerAuthentication, pa.key.clone())));
+        }
+    }
+    for (label, object) in probes {
+        let (imp, d, _) = timed(|| index.impact(&object));
+        println!(
+            "  {label:<30} {:>9}   ({} pods' inbound, {} Services' clusters, {} direct entries)",
+            fmt_d(d),
+            imp.inbound.len(),
+            imp.cluster_services.len(),
+            imp.pods.len()
+        );
+    }
     println!();
 
     // ---- explain
