@@ -276,10 +276,6 @@ impl RouteTable {
         };
         i.map(|(i, name)| (&self.virtual_hosts[i], name))
     }
-
-    pub fn contains_domain(&self, domain: &str) -> bool {
-        self.index.contains_key(domain)
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

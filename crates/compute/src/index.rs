@@ -123,15 +123,6 @@ impl Index {
         self.pod_by_ip.get(&ip).and_then(|k| self.cluster.pods.get(k))
     }
 
-    pub fn service_by_fqdn(&self, fqdn: &str) -> Option<&Service> {
-        self.service_by_fqdn.get(fqdn).and_then(|k| self.cluster.services.get(k))
-    }
-
-    /// The Service a ClusterIP belongs to.
-    pub fn service_by_cluster_ip(&self, ip: IpAddr) -> Option<&Service> {
-        self.outbound.listeners_on(ip).next().and_then(|l| self.cluster.services.get(&l.service))
-    }
-
     /// Services that declare ports for this pod.
     pub fn services_of_pod(&self, pod: &ObjectKey) -> impl Iterator<Item = &Service> {
         self.services_of_pod.get(pod).into_iter().flatten().filter_map(|k| self.cluster.services.get(k))

@@ -16,15 +16,6 @@ pub enum HostName<'a> {
     Name(Cow<'a, str>),
 }
 
-impl HostName<'_> {
-    pub fn into_owned(self) -> HostName<'static> {
-        match self {
-            HostName::Ip(ip) => HostName::Ip(ip),
-            HostName::Name(n) => HostName::Name(Cow::Owned(n.into_owned())),
-        }
-    }
-}
-
 impl std::fmt::Display for HostName<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -348,129 +348,99 @@ pub fn explain(ix: &Index, q: &Query) -> Result<Explanation, ExplainError> {
                 addressed: Addressed::Direct,
             }]
         }
-        Connection::Service(listener) => {
-            let rule = if listener.protocol == podmesh_compute::Protocol::Tcp { Rule::R3_2 } else { Rule::R3_1 };
-            b.step(
-                At::Source,
-                Some(rule),
-                format!(
-                    "{dst} is the ClusterIP of Service {} port {}: {} ({})",
-                    listener.service, listener.port, listener.protocol, listener.protocol_from
-                ),
-            );
-            b.service = Some(listener.service.to_string());
-            let what = format!("port {} of Service {}", listener.port, listener.service);
-            match handling(listener.protocol, &listener.protocol_from, detected, Side::Source, &what) {
-                Err(r) => return Ok(b.reject(At::Source, r)),
-                Ok(Handling::Tcp) => match outbound::tcp_connection(&cfg, listener) {
-                    Err(r) => return Ok(b.reject(At::Source, r)),
-                    Ok(up) => {
-                        b.balancing = Balancing::PerConnection;
-                        let ready: Vec<&Endpoint> = up.ready().collect();
-                        b.step(
-                            At::Source,
-                            Some(Rule::R3_2),
-                            format!(
-                                "TCP: each connection goes to one of {} ready endpoint(s) of {}, least connections",
-                                ready.len(),
-                                listener.cluster
-                            ),
-                        );
-                        ready
-                            .into_iter()
-                            .map(|e| Candidate {
-                                endpoint: e.clone(),
-                                addressed: Addressed::Service { service: up.service.clone(), port: up.port },
-                            })
-                            .collect()
-                    }
-                },
-                Ok(Handling::Http) => {
-                    let host = b.host_header();
-                    let req = HttpRequest {
-                        host: host.as_deref(),
-                        method: &q.method,
-                        path: &q.target.path,
-                        headers: &q.headers,
-                    };
-                    match outbound::http_request(&cfg, listener, &req) {
-                        Err(r) => {
-                            return Ok(b.reject(At::Source, r));
-                        }
-                        Ok(fwd) => {
-                            let vh = fwd.virtual_host;
-                            let matched = &fwd.matched_host;
-                            let names = vh.service.as_ref().map_or_else(
-                                || format!("VirtualService host {}", vh.domains.join(", ")),
-                                |s| format!("Service {s}"),
-                            );
-                            b.step(
-                                At::Source,
-                                Some(Rule::R2),
-                                format!("Host {:?} is {matched}, a name of {names}", host.unwrap_or_default()),
-                            );
-                            if let Some(svc) = &vh.service {
-                                b.service = Some(svc.to_string());
-                            }
-                            if let Some(vs) = &vh.virtual_service {
-                                b.step(
-                                    At::Source,
-                                    Some(Rule::R3_1),
-                                    format!("VirtualService {vs} routes this host: route {:?} matches", fwd.route.name),
-                                );
-                            }
-                            b.route = Some(fwd.route.name.clone());
-                            b.balancing = Balancing::PerRequest;
-                            let total: u32 = fwd.destinations().map(|(d, _)| d.weight).sum();
-                            let mut cands = Vec::new();
-                            for (d, up) in fwd.destinations() {
-                                let pct = if total == 0 { 0 } else { u64::from(d.weight) * 100 / u64::from(total) };
-                                match up {
-                                    None => b.step(
-                                        At::Source,
-                                        Some(Rule::R3_1),
-                                        format!(
-                                            "{pct}% to {}: not defined, those requests get no_healthy_upstream",
-                                            d.cluster
-                                        ),
-                                    ),
-                                    Some(up) => {
-                                        let ready: Vec<&Endpoint> = up.ready().collect();
-                                        b.step(
-                                            At::Source,
-                                            Some(Rule::R3_1),
-                                            format!(
-                                                "{pct}% to {}: {} of {} endpoint(s) ready; each request is balanced on its own (least request, power of two choices)",
-                                                d.cluster,
-                                                ready.len(),
-                                                up.endpoints.len()
-                                            ),
-                                        );
-                                        if up.subset.is_some() {
-                                            b.subset = up.subset.clone();
-                                        }
-                                        b.service = Some(up.service.to_string());
-                                        cands.extend(ready.into_iter().map(|e| Candidate {
-                                            endpoint: e.clone(),
-                                            addressed: Addressed::Service {
-                                                service: up.service.clone(),
-                                                port: up.port,
-                                            },
-                                        }));
-                                    }
-                                }
-                            }
-                            if let Some(c) = cands.first() {
-                                tls_step(&mut b, c.endpoint.tls.as_ref());
-                            }
-                            cands
-                        }
-                    }
-                }
-            }
-        }
+        Connection::Service(listener) => match via_service(&mut b, &cfg, listener, detected) {
+            Ok(candidates) => candidates,
+            Err(r) => return Ok(b.reject(At::Source, r)),
+        },
     };
     Ok(destinations(b, candidates, Some(identity), detected))
+}
+
+/// R3.1/R3.2 at the source: a connection to a Service's ClusterIP. Returns the endpoints that may receive it, each
+/// with how it was addressed, or the source's refusal.
+fn via_service(
+    b: &mut Builder<'_>,
+    cfg: &ProxyConfig,
+    listener: &podmesh_compute::Listener,
+    detected: Detected,
+) -> Result<Vec<Candidate>, Rejection> {
+    let rule = if listener.protocol == podmesh_compute::Protocol::Tcp { Rule::R3_2 } else { Rule::R3_1 };
+    b.step(
+        At::Source,
+        Some(rule),
+        format!(
+            "{} is the ClusterIP of Service {} port {}: {} ({})",
+            b.address.map(|a| a.to_string()).unwrap_or_default(),
+            listener.service,
+            listener.port,
+            listener.protocol,
+            listener.protocol_from
+        ),
+    );
+    b.service = Some(listener.service.to_string());
+    let what = format!("port {} of Service {}", listener.port, listener.service);
+    let via = |up: &podmesh_compute::Upstream, e: &Endpoint| Candidate {
+        endpoint: e.clone(),
+        addressed: Addressed::Service { service: up.service.clone(), port: up.port },
+    };
+    if handling(listener.protocol, &listener.protocol_from, detected, Side::Source, &what)? == Handling::Tcp {
+        let up = outbound::tcp_connection(cfg, listener)?;
+        b.balancing = Balancing::PerConnection;
+        let ready: Vec<Candidate> = up.ready().map(|e| via(up, e)).collect();
+        let text = format!(
+            "TCP: each connection goes to one of {} ready endpoint(s) of {}, least connections",
+            ready.len(),
+            listener.cluster
+        );
+        b.step(At::Source, Some(Rule::R3_2), text);
+        return Ok(ready);
+    }
+    let host = b.host_header();
+    let q = b.q;
+    let req = HttpRequest { host: host.as_deref(), method: &q.method, path: &q.target.path, headers: &q.headers };
+    let fwd = outbound::http_request(cfg, listener, &req)?;
+    let vh = fwd.virtual_host;
+    let names = vh
+        .service
+        .as_ref()
+        .map_or_else(|| format!("VirtualService host {}", vh.domains.join(", ")), |s| format!("Service {s}"));
+    let text = format!("Host {:?} is {}, a name of {names}", host.unwrap_or_default(), fwd.matched_host);
+    b.step(At::Source, Some(Rule::R2), text);
+    if let Some(svc) = &vh.service {
+        b.service = Some(svc.to_string());
+    }
+    if let Some(vs) = &vh.virtual_service {
+        let text = format!("VirtualService {vs} routes this host: route {:?} matches", fwd.route.name);
+        b.step(At::Source, Some(Rule::R3_1), text);
+    }
+    b.route = Some(fwd.route.name.clone());
+    b.balancing = Balancing::PerRequest;
+    let total: u32 = fwd.destinations().map(|(d, _)| d.weight).sum();
+    let mut candidates = Vec::new();
+    for (d, up) in fwd.destinations() {
+        let pct = if total == 0 { 0 } else { u64::from(d.weight) * 100 / u64::from(total) };
+        let Some(up) = up else {
+            let text = format!("{pct}% to {}: not defined, those requests get no_healthy_upstream", d.cluster);
+            b.step(At::Source, Some(Rule::R3_1), text);
+            continue;
+        };
+        let text = format!(
+            "{pct}% to {}: {} of {} endpoint(s) ready; each request is balanced on its own (least request, power of two choices)",
+            d.cluster,
+            up.ready().count(),
+            up.endpoints.len()
+        );
+        b.step(At::Source, Some(Rule::R3_1), text);
+        if up.subset.is_some() {
+            b.subset = up.subset.clone();
+        }
+        b.service = Some(up.service.to_string());
+        candidates.extend(up.ready().map(|e| via(up, e)));
+    }
+    if let Some(c) = candidates.first() {
+        tls_step(b, c.endpoint.tls.as_ref());
+    }
+    Ok(candidates)
 }
 
 fn tls_step(b: &mut Builder<'_>, tls: Option<&Identity>) {

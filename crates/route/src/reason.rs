@@ -263,4 +263,17 @@ mod tests {
             assert_eq!(serde_json::to_value(code).unwrap(), serde_json::json!(code.as_str()));
         }
     }
+
+    #[test]
+    fn a_local_response_body_is_one_line_naming_code_side_rule_and_fix() {
+        let r = Rejection::new(
+            ReasonCode::NoRoute,
+            Side::Source,
+            Rule::R3_1,
+            "Host \"x\" is no name.",
+            "send Host web.shop",
+        );
+        assert_eq!(r.body(), "no_route (source, R3.1): Host \"x\" is no name. Fix: send Host web.shop\n");
+        assert_eq!(r.body().lines().count(), 1);
+    }
 }
