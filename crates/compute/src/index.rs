@@ -4,7 +4,7 @@
 //! ([`Index::proxy_config`]), and the effect of a change to one object is bounded without recomputing
 //! ([`Index::impact`]).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -14,6 +14,7 @@ use podmesh_model::{
 };
 
 use crate::config::*;
+use crate::fxmap::FxMap;
 use crate::mtls::{Policies, report_workload_conflicts};
 use crate::names::{self, pod_fqdn, service_fqdn};
 use crate::protocol::{self, Protocol, ProtocolFrom};
@@ -29,34 +30,34 @@ pub enum ComputeError {
 #[derive(Debug)]
 pub struct Index {
     cluster: Cluster,
-    pod_by_ip: HashMap<IpAddr, ObjectKey>,
+    pod_by_ip: FxMap<IpAddr, ObjectKey>,
     /// Services that declare ports for a pod: their selector matches it, or their EndpointSlices list it.
-    services_of_pod: HashMap<ObjectKey, Vec<ObjectKey>>,
+    services_of_pod: FxMap<ObjectKey, Vec<ObjectKey>>,
     /// The reverse: pods a Service selects or lists.
-    pods_of_service: HashMap<ObjectKey, Vec<ObjectKey>>,
-    slices_of_service: HashMap<ObjectKey, Vec<ObjectKey>>,
+    pods_of_service: FxMap<ObjectKey, Vec<ObjectKey>>,
+    slices_of_service: FxMap<ObjectKey, Vec<ObjectKey>>,
     /// EndpointSlices listing an address, or naming a pod in a targetRef (for change impact).
-    slices_by_addr: HashMap<IpAddr, Vec<ObjectKey>>,
-    slices_by_pod: HashMap<ObjectKey, Vec<ObjectKey>>,
+    slices_by_addr: FxMap<IpAddr, Vec<ObjectKey>>,
+    slices_by_pod: FxMap<ObjectKey, Vec<ObjectKey>>,
     /// Pods of each Deployment/StatefulSet.
-    pods_by_owner: HashMap<ObjectKey, Vec<ObjectKey>>,
+    pods_by_owner: FxMap<ObjectKey, Vec<ObjectKey>>,
     /// Every pod's SPIFFE identity, built once and shared by its endpoints and direct-table entry.
-    identities: HashMap<ObjectKey, Identity>,
+    identities: FxMap<ObjectKey, Identity>,
     /// Peer-authentication modes of meshed pods; pods no workload policy selects share their namespace's.
-    modes: HashMap<ObjectKey, Arc<PortModes>>,
-    service_by_fqdn: HashMap<String, ObjectKey>,
+    modes: FxMap<ObjectKey, Arc<PortModes>>,
+    service_by_fqdn: FxMap<String, ObjectKey>,
     /// The VirtualService whose routes a Service's host uses (first by name when several name it).
-    vs_of_service: HashMap<ObjectKey, ObjectKey>,
+    vs_of_service: FxMap<ObjectKey, ObjectKey>,
     /// VirtualService literal hosts (naming no Service).
     vs_literal: BTreeMap<String, ObjectKey>,
     /// Canonical hosts accepted by the pods of a Service because a VirtualService routes them there (R4.3).
-    vs_hosts_of_dest: HashMap<ObjectKey, BTreeSet<String>>,
+    vs_hosts_of_dest: FxMap<ObjectKey, BTreeSet<String>>,
     /// VirtualServices by every FQDN their hosts and destinations could name, for change impact.
-    vs_by_name: HashMap<String, BTreeSet<ObjectKey>>,
-    dr_of_service: HashMap<ObjectKey, ObjectKey>,
-    dr_by_name: HashMap<String, BTreeSet<ObjectKey>>,
+    vs_by_name: FxMap<String, BTreeSet<ObjectKey>>,
+    dr_of_service: FxMap<ObjectKey, ObjectKey>,
+    dr_by_name: FxMap<String, BTreeSet<ObjectKey>>,
     /// A records: Service FQDNs (ClusterIPs, or ready pod IPs when headless) and per-pod names.
-    dns: HashMap<String, Vec<IpAddr>>,
+    dns: FxMap<String, Vec<IpAddr>>,
     outbound: Arc<Outbound>,
     diagnostics: Vec<Diagnostic>,
 }
@@ -65,23 +66,23 @@ impl Index {
     pub fn new(cluster: Cluster) -> Self {
         let mut ix = Index {
             cluster,
-            pod_by_ip: HashMap::new(),
-            services_of_pod: HashMap::new(),
-            pods_of_service: HashMap::new(),
-            slices_of_service: HashMap::new(),
-            slices_by_addr: HashMap::new(),
-            slices_by_pod: HashMap::new(),
-            pods_by_owner: HashMap::new(),
-            identities: HashMap::new(),
-            modes: HashMap::new(),
-            service_by_fqdn: HashMap::new(),
-            vs_of_service: HashMap::new(),
+            pod_by_ip: FxMap::default(),
+            services_of_pod: FxMap::default(),
+            pods_of_service: FxMap::default(),
+            slices_of_service: FxMap::default(),
+            slices_by_addr: FxMap::default(),
+            slices_by_pod: FxMap::default(),
+            pods_by_owner: FxMap::default(),
+            identities: FxMap::default(),
+            modes: FxMap::default(),
+            service_by_fqdn: FxMap::default(),
+            vs_of_service: FxMap::default(),
             vs_literal: BTreeMap::new(),
-            vs_hosts_of_dest: HashMap::new(),
-            vs_by_name: HashMap::new(),
-            dr_of_service: HashMap::new(),
-            dr_by_name: HashMap::new(),
-            dns: HashMap::new(),
+            vs_hosts_of_dest: FxMap::default(),
+            vs_by_name: FxMap::default(),
+            dr_of_service: FxMap::default(),
+            dr_by_name: FxMap::default(),
+            dns: FxMap::default(),
             outbound: Arc::new(Outbound::default()),
             diagnostics: Vec::new(),
         };
@@ -160,7 +161,7 @@ impl Index {
             }
         }
         // Inverted label index per namespace, so a selector only looks at pods carrying one of its labels.
-        let mut by_label: HashMap<(&str, &str, &str), Vec<&ObjectKey>> = HashMap::new();
+        let mut by_label: FxMap<(&str, &str, &str), Vec<&ObjectKey>> = FxMap::default();
         for pod in c.pods.values() {
             for (k, v) in &pod.labels {
                 by_label.entry((&pod.key.namespace, k, v)).or_default().push(&pod.key);
@@ -178,7 +179,7 @@ impl Index {
                 }
             }
         }
-        let mut pods_of: HashMap<ObjectKey, BTreeSet<ObjectKey>> = HashMap::new();
+        let mut pods_of: FxMap<ObjectKey, BTreeSet<ObjectKey>> = FxMap::default();
         for svc in c.services.values() {
             let set = pods_of.entry(svc.key.clone()).or_default();
             if let Some(sel) = &svc.selector {
@@ -224,7 +225,7 @@ impl Index {
         let c = &self.cluster;
         let policies = Policies::new(c, &mut self.diagnostics);
         let mut conflicts = BTreeSet::new();
-        let mut per_namespace: HashMap<&str, Arc<PortModes>> = HashMap::new();
+        let mut per_namespace: FxMap<&str, Arc<PortModes>> = FxMap::default();
         for pod in c.pods.values().filter(|p| p.sidecar) {
             let ns = per_namespace
                 .entry(pod.key.namespace.as_str())
@@ -297,7 +298,7 @@ impl Index {
 
     fn index_virtual_services(&mut self) {
         let mut diags = Vec::new();
-        let mut dest_hosts: HashMap<ObjectKey, BTreeSet<String>> = HashMap::new();
+        let mut dest_hosts: FxMap<ObjectKey, BTreeSet<String>> = FxMap::default();
         for (key, vs) in &self.cluster.virtual_services {
             let object = ObjectRef::new(Kind::VirtualService, key.clone());
             let mut canonical_hosts = Vec::new();
@@ -375,7 +376,7 @@ impl Index {
     fn index_dns(&mut self) {
         let c = &self.cluster;
         let domain = &c.mesh.cluster_domain;
-        let mut dns = HashMap::new();
+        let mut dns = FxMap::default();
         for svc in c.services.values() {
             let fqdn = service_fqdn(&svc.key.name, &svc.key.namespace, domain);
             if !svc.headless {

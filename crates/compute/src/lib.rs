@@ -11,6 +11,7 @@
 
 pub mod check;
 pub mod config;
+mod fxmap;
 mod index;
 mod mtls;
 pub mod names;

@@ -1,7 +1,7 @@
 //! From parsed documents to a validated [`Cluster`]: per-kind conversion with field-path errors, expansion of
 //! Deployments and StatefulSets into pods, and address assignment.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use serde::de::DeserializeOwned;
@@ -12,7 +12,7 @@ use crate::diag::{Diagnostic, LoadErrors, Origin};
 use crate::keys::{Kind, ObjectKey, ObjectRef};
 use crate::load::Loaded;
 use crate::mesh::{MeshConfig, OutboundPolicy, parse_duration};
-use crate::net::{Allocator, ServicePort, TargetPort, fnv1a};
+use crate::net::{Allocator, ServicePort, TargetPort, fnv1a, key_hash};
 use crate::wire;
 
 /// Replicas above this are refused: podmesh computes a config per pod, and a typo like `replicas: 1000000` should
@@ -31,11 +31,10 @@ pub(crate) struct Builder {
     mesh: Option<(wire::MeshConfigSpec, Origin)>,
     /// Pods to create from Deployments and StatefulSets once everything is read.
     templates: Vec<Expansion>,
-    /// Pods and Services whose address is to be assigned in `finish`.
-    pods_without_ip: BTreeSet<ObjectKey>,
+    /// Services whose address is to be assigned in `finish` (pods carry `ip_allocated` for the same purpose).
     services_without_ip: BTreeSet<ObjectKey>,
     /// The document each object came from, to name both when a name is used twice.
-    seen: BTreeMap<ObjectRef, Origin>,
+    seen: HashMap<ObjectRef, Origin>,
 }
 
 struct Expansion {
@@ -70,144 +69,56 @@ const ISTIO_NETWORKING: [&str; 3] =
 const ISTIO_SECURITY: [&str; 2] = ["security.istio.io/v1", "security.istio.io/v1beta1"];
 
 impl Builder {
-    /// Adds one parsed document.
-    pub fn add(&mut self, origin: &Origin, value: Value) {
-        let Value::Object(map) = &value else {
-            self.diagnostics.push(
-                Diagnostic::error(
-                    "invalid-field",
-                    format!(
-                        "a manifest must be a mapping with apiVersion, kind and metadata, not {}",
-                        describe(&value)
-                    ),
-                )
-                .at(Some(origin)),
-            );
-            return;
-        };
-        let field_str = |f: &str| map.get(f).and_then(Value::as_str).map(str::to_string);
-        let (Some(api), Some(kind)) = (field_str("apiVersion"), field_str("kind")) else {
-            let missing = if field_str("apiVersion").is_none() { "apiVersion" } else { "kind" };
-            self.diagnostics.push(
-                Diagnostic::error("invalid-field", "missing or not a string; every document needs apiVersion and kind")
-                    .at(Some(origin))
-                    .field(missing),
-            );
-            return;
-        };
-        if kind == "List" {
-            let items = map.get("items").and_then(Value::as_array).cloned().unwrap_or_default();
-            for item in items {
-                self.add(origin, item);
+    /// Adds a converted document: its diagnostics and objects, in the order they were found.
+    pub fn add_converted(&mut self, origin: &Origin, steps: Vec<Step>) {
+        for step in steps {
+            match step {
+                Step::Diagnostic(d) => self.diagnostics.push(d),
+                Step::Object(o) => self.insert_object(origin, o),
             }
-            return;
         }
-        let api = api.as_str();
-        let known = match kind.as_str() {
-            "Namespace" if api == "v1" => Some(Kind::Namespace),
-            "Service" if api == "v1" => Some(Kind::Service),
-            "Pod" if api == "v1" => Some(Kind::Pod),
-            "Deployment" if api == "apps/v1" => Some(Kind::Deployment),
-            "StatefulSet" if api == "apps/v1" => Some(Kind::StatefulSet),
-            "EndpointSlice" if api == "discovery.k8s.io/v1" => Some(Kind::EndpointSlice),
-            "VirtualService" if ISTIO_NETWORKING.contains(&api) => Some(Kind::VirtualService),
-            "DestinationRule" if ISTIO_NETWORKING.contains(&api) => Some(Kind::DestinationRule),
-            "PeerAuthentication" if ISTIO_SECURITY.contains(&api) => Some(Kind::PeerAuthentication),
-            "MeshConfig" if api == "podmesh.io/v1alpha1" => Some(Kind::MeshConfig),
-            _ => None,
-        };
-        let Some(kind) = known else {
-            self.diagnostics.push(
-                Diagnostic::warning("skipped-kind", format!("{api} {kind} is not read by podmesh; skipped"))
-                    .at(Some(origin)),
-            );
-            return;
-        };
-        let meta = |f: &str| value.pointer(&format!("/metadata/{f}")).and_then(Value::as_str).map(str::to_string);
-        let name = meta("name").unwrap_or_else(|| "<unnamed>".into());
-        let ns_name = match kind {
-            Kind::Namespace | Kind::MeshConfig => name.clone(),
-            _ => meta("namespace").unwrap_or_else(|| "default".into()),
-        };
-        let object = ObjectRef::new(kind, ObjectKey::new(ns_name, name));
-        let template_hash = value.pointer("/spec/template").map(|t| t.to_string()).unwrap_or_default();
-        let mut doc = Doc { origin, object, diags: &mut self.diagnostics, failed: false };
-        // serde would read a list of exactly as many values as the struct has fields as the struct, and otherwise
-        // say "invalid length 2, expected struct ObjectMeta with 4 elements": say what is wrong instead.
-        if let Some((field, v)) = ["metadata", "spec", "status"]
-            .into_iter()
-            .find_map(|f| map.get(f).filter(|v| !v.is_object() && !v.is_null()).map(|v| (f, v)))
-        {
-            doc.error(field, format!("must be a mapping, not {}", describe(v)));
-            return;
-        }
-        match kind {
-            Kind::Namespace => {
-                if let Some(ns) = parse::<wire::Namespace>(&mut doc, value).and_then(|n| namespace(&mut doc, n)) {
-                    self.insert_namespace(ns, origin);
+    }
+
+    fn insert_object(&mut self, origin: &Origin, object: Object) {
+        match object {
+            Object::Namespace(ns) => self.insert_namespace(ns, origin),
+            Object::Service(svc, needs_ip) => {
+                if needs_ip {
+                    self.services_without_ip.insert(svc.key.clone());
                 }
+                self.insert(Kind::Service, svc.key.clone(), origin, |c| &mut c.services, svc);
             }
-            Kind::Service => {
-                if let Some((svc, needs_ip)) = parse(&mut doc, value).and_then(|s| service(&mut doc, s)) {
-                    if needs_ip {
-                        self.services_without_ip.insert(svc.key.clone());
-                    }
-                    self.insert(Kind::Service, svc.key.clone(), origin, |c| &mut c.services, svc);
-                }
+            Object::Pod(pod) => {
+                self.insert(Kind::Pod, pod.key.clone(), origin, |c| &mut c.pods, pod);
             }
-            Kind::Pod => {
-                if let Some(p) = parse::<wire::Pod>(&mut doc, value) {
-                    let key = doc.object.key.clone();
-                    let spec = p.spec.clone().unwrap_or_default();
-                    if let Some((pod, has_ip)) = pod(&mut doc, key, &p.metadata, &spec, p.status.as_ref(), "", None) {
-                        if !has_ip {
-                            self.pods_without_ip.insert(pod.key.clone());
-                        }
-                        self.insert(Kind::Pod, pod.key.clone(), origin, |c| &mut c.pods, pod);
-                    }
-                }
-            }
-            Kind::Deployment | Kind::StatefulSet => {
-                let wk = if kind == Kind::Deployment { WorkloadKind::Deployment } else { WorkloadKind::StatefulSet };
-                if let Some((workload, template)) = parse(&mut doc, value).and_then(|w| workload(&mut doc, wk, w))
-                    && self.insert(kind, workload.key.clone(), origin, |c| &mut c.workloads, workload.clone())
-                {
+            Object::Workload(kind, workload, template, template_hash) => {
+                if self.insert(kind, workload.key.clone(), origin, |c| &mut c.workloads, workload.clone()) {
                     self.templates.push(Expansion { workload, template, template_hash });
                 }
             }
-            Kind::EndpointSlice => {
-                if let Some(s) = parse(&mut doc, value).and_then(|s| endpoint_slice(&mut doc, s)) {
-                    self.insert(kind, s.key.clone(), origin, |c| &mut c.endpoint_slices, s);
-                }
+            Object::EndpointSlice(s) => {
+                self.insert(Kind::EndpointSlice, s.key.clone(), origin, |c| &mut c.endpoint_slices, s);
             }
-            Kind::VirtualService => {
-                if let Some(vs) = parse(&mut doc, value).and_then(|v| virtual_service(&mut doc, v)) {
-                    self.insert(kind, vs.key.clone(), origin, |c| &mut c.virtual_services, vs);
-                }
+            Object::VirtualService(vs) => {
+                self.insert(Kind::VirtualService, vs.key.clone(), origin, |c| &mut c.virtual_services, vs);
             }
-            Kind::DestinationRule => {
-                if let Some(dr) = parse(&mut doc, value).and_then(|d| destination_rule(&mut doc, d)) {
-                    self.insert(kind, dr.key.clone(), origin, |c| &mut c.destination_rules, dr);
-                }
+            Object::DestinationRule(dr) => {
+                self.insert(Kind::DestinationRule, dr.key.clone(), origin, |c| &mut c.destination_rules, dr);
             }
-            Kind::PeerAuthentication => {
-                if let Some(pa) = parse(&mut doc, value).and_then(|p| peer_authentication(&mut doc, p)) {
-                    self.insert(kind, pa.key.clone(), origin, |c| &mut c.peer_authentications, pa);
-                }
+            Object::PeerAuthentication(pa) => {
+                self.insert(Kind::PeerAuthentication, pa.key.clone(), origin, |c| &mut c.peer_authentications, pa);
             }
-            Kind::MeshConfig => {
-                if let Some(m) = parse::<wire::MeshConfig>(&mut doc, value) {
-                    if let Some((_, first)) = &self.mesh {
-                        let msg = format!("a second MeshConfig; the first is at {first}");
-                        doc.diags.push(
-                            Diagnostic::error("duplicate-object", msg)
-                                .at(Some(origin))
-                                .object(doc.object.clone())
-                                .hint("a mesh has one MeshConfig: merge their settings into one"),
-                        );
-                    } else {
-                        self.mesh = Some((m.spec, origin.clone()));
-                    }
+            Object::MeshConfig(spec, object) => {
+                if let Some((_, first)) = &self.mesh {
+                    let msg = format!("a second MeshConfig; the first is at {first}");
+                    self.diagnostics.push(
+                        Diagnostic::error("duplicate-object", msg)
+                            .at(Some(origin))
+                            .object(object)
+                            .hint("a mesh has one MeshConfig: merge their settings into one"),
+                    );
+                } else {
+                    self.mesh = Some((spec, origin.clone()));
                 }
             }
         }
@@ -301,61 +212,64 @@ impl Builder {
             WorkloadKind::Deployment => Kind::Deployment,
             WorkloadKind::StatefulSet => Kind::StatefulSet,
         };
-        let spec = e.template.spec.clone().unwrap_or_default();
+        let sts = w.kind == WorkloadKind::StatefulSet;
         // Kubernetes' pod-template-hash: a hash of the template, so names change when the template does.
         let hash = fnv1a(&[w.key.namespace.as_bytes(), w.key.name.as_bytes(), e.template_hash.as_bytes()]);
         let template_hash = safe_encode(hash, 10);
-        // At 0 replicas the template is still built once, so that its errors are reported whatever the scale.
-        for i in 0..w.replicas.max(1) {
-            let (name, extra_labels) = match w.kind {
-                WorkloadKind::Deployment => {
-                    let suffix = safe_encode(fnv1a(&[template_hash.as_bytes(), &i.to_le_bytes()]), 5);
-                    (
-                        format!("{}-{}-{}", w.key.name, template_hash, suffix),
-                        ("pod-template-hash", template_hash.clone()),
-                    )
-                }
-                WorkloadKind::StatefulSet => {
-                    let name = format!("{}-{}", w.key.name, i);
-                    (name.clone(), ("statefulset.kubernetes.io/pod-name", name))
-                }
-            };
+        let name_of = |i: u32| match w.kind {
+            WorkloadKind::Deployment => {
+                let suffix = safe_encode(fnv1a(&[template_hash.as_bytes(), &i.to_le_bytes()]), 5);
+                format!("{}-{}-{}", w.key.name, template_hash, suffix)
+            }
+            WorkloadKind::StatefulSet => format!("{}-{}", w.key.name, i),
+        };
+        let mut doc = Doc {
+            origin: &origin,
+            object: ObjectRef::new(kind, w.key.clone()),
+            diags: &mut self.diagnostics,
+            failed: false,
+        };
+        // The template is validated once, as the first replica (also at 0 replicas, so that its errors are reported
+        // whatever the scale); the other replicas are copies with their own name.
+        let mut spec = e.template.spec.clone().unwrap_or_default();
+        if sts {
+            spec.hostname = Some(name_of(0));
+            spec.subdomain = w.service_name.clone();
+        }
+        let owner = Owner { kind: w.kind, name: w.key.name.clone() };
+        let first = ObjectKey::new(w.key.namespace.clone(), name_of(0));
+        let Some((template, _)) =
+            pod(&mut doc, first, &e.template.metadata, &spec, None, "spec.template.", Some(owner))
+        else {
+            return;
+        };
+        if sts && !is_dns_label(&name_of(w.replicas.saturating_sub(1))) {
+            doc.error("metadata.name", "too long for its pods' hostnames: <name>-<ordinal> must fit in 63 characters");
+            return;
+        }
+        for i in 0..w.replicas {
+            let name = name_of(i);
             let key = ObjectKey::new(w.key.namespace.clone(), name.clone());
-            let mut meta = e.template.metadata.clone();
-            meta.labels.get_or_insert_with(Default::default).insert(extra_labels.0.into(), extra_labels.1);
-            let mut spec = spec.clone();
-            if w.kind == WorkloadKind::StatefulSet {
-                spec.hostname = Some(name.clone());
-                spec.subdomain = w.service_name.clone();
-            }
-            let owner = Owner { kind: w.kind, name: w.key.name.clone() };
-            let mut doc = Doc {
-                origin: &origin,
-                object: ObjectRef::new(kind, w.key.clone()),
-                diags: &mut self.diagnostics,
-                failed: false,
-            };
-            let Some((pod, _)) = pod(&mut doc, key.clone(), &meta, &spec, None, "spec.template.", Some(owner)) else {
-                // The template is the same for every replica: one error is enough.
-                return;
-            };
-            if i >= w.replicas {
-                return;
-            }
-            let pod_ref = ObjectRef::new(Kind::Pod, key.clone());
-            if let Some(first) = self.seen.get(&pod_ref) {
+            // Every Pod document is in already, so the pod map itself finds collisions.
+            if let Some(first) = self.cluster.pods.get(&key) {
+                let at = first.origin.as_ref().map(|o| format!(" at {o}")).unwrap_or_default();
                 self.diagnostics.push(
-                    Diagnostic::error(
-                        "duplicate-object",
-                        format!("creates pod {key}, which is also defined at {first}"),
-                    )
-                    .at(Some(&origin))
-                    .object(ObjectRef::new(kind, w.key.clone())),
+                    Diagnostic::error("duplicate-object", format!("creates pod {key}, which is also defined{at}"))
+                        .at(Some(&origin))
+                        .object(ObjectRef::new(kind, w.key.clone())),
                 );
                 continue;
             }
-            self.seen.insert(pod_ref, origin.clone());
-            self.pods_without_ip.insert(key.clone());
+            let mut pod = template.clone();
+            if sts {
+                pod.labels.insert("statefulset.kubernetes.io/pod-name".into(), name.clone());
+                pod.hostname = Some(name);
+            } else {
+                pod.labels.insert("pod-template-hash".into(), template_hash.clone());
+            }
+            pod.key = key.clone();
+            // To be assigned in `finish`.
+            pod.ip_allocated = true;
             self.cluster.pods.insert(key, pod);
         }
     }
@@ -401,7 +315,7 @@ impl Builder {
     fn assign_pod_ips(&mut self) {
         let mut alloc = Allocator::new(self.cluster.mesh.pod_cidr);
         let mut owners: BTreeMap<IpAddr, &Pod> = BTreeMap::new();
-        for pod in self.cluster.pods.values().filter(|p| !self.pods_without_ip.contains(&p.key)) {
+        for pod in self.cluster.pods.values().filter(|p| !p.ip_allocated) {
             alloc.reserve(pod.ip);
             if let Some(other) = owners.insert(pod.ip, pod) {
                 self.diagnostics.push(
@@ -415,19 +329,14 @@ impl Builder {
                 );
             }
         }
-        for key in &self.pods_without_ip {
-            let Some(pod) = self.cluster.pods.get_mut(key) else { continue };
-            match alloc.allocate(&key.to_string()) {
-                Some(ip) => {
-                    pod.ip = ip;
-                    pod.ip_allocated = true;
-                }
+        // In name order, so addresses do not depend on load order; the hash is of `namespace/name`.
+        let pod_cidr = self.cluster.mesh.pod_cidr;
+        for pod in self.cluster.pods.values_mut().filter(|p| p.ip_allocated) {
+            match alloc.allocate_hashed(key_hash(&pod.key.namespace, &pod.key.name)) {
+                Some(ip) => pod.ip = ip,
                 None => self.diagnostics.push(
-                    Diagnostic::error(
-                        "address-exhausted",
-                        format!("no free address in podCIDR {}", self.cluster.mesh.pod_cidr),
-                    )
-                    .object(ObjectRef::new(Kind::Pod, key.clone())),
+                    Diagnostic::error("address-exhausted", format!("no free address in podCIDR {pod_cidr}"))
+                        .object(ObjectRef::new(Kind::Pod, pod.key.clone())),
                 ),
             }
         }
@@ -436,7 +345,7 @@ impl Builder {
     /// Creates the namespaces objects live in but no manifest declares, and applies namespace-wide sidecar opt-out.
     fn apply_namespaces(&mut self) {
         let c = &mut self.cluster;
-        let used: BTreeSet<String> = c
+        let keys = c
             .services
             .keys()
             .chain(c.pods.keys())
@@ -444,15 +353,12 @@ impl Builder {
             .chain(c.endpoint_slices.keys())
             .chain(c.virtual_services.keys())
             .chain(c.destination_rules.keys())
-            .chain(c.peer_authentications.keys())
-            .map(|k| k.namespace.clone())
-            .collect();
-        for ns in used {
-            c.namespaces.entry(ns.clone()).or_insert_with(|| Namespace {
-                name: ns,
-                labels: Labels::new(),
-                origin: None,
-            });
+            .chain(c.peer_authentications.keys());
+        for key in keys {
+            if !c.namespaces.contains_key(&key.namespace) {
+                let name = key.namespace.clone();
+                c.namespaces.insert(name.clone(), Namespace { name, labels: Labels::new(), origin: None });
+            }
         }
         for pod in c.pods.values_mut() {
             let explicit = INJECT_ANNOTATIONS.iter().find_map(|a| pod.annotations.get(*a));
@@ -466,6 +372,152 @@ impl Builder {
             };
         }
     }
+}
+
+/// What converting a document yields, in the order found: diagnostics, and the objects to insert.
+#[derive(Debug)]
+pub(crate) enum Step {
+    Diagnostic(Diagnostic),
+    Object(Object),
+}
+
+/// A validated object, ready to be inserted into the cluster.
+#[derive(Debug)]
+pub(crate) enum Object {
+    Namespace(Namespace),
+    /// The Service, and whether it still needs a ClusterIP.
+    Service(Service, bool),
+    Pod(Pod),
+    /// Deployment or StatefulSet, its pod template and the template's hash input.
+    Workload(Kind, Workload, wire::PodTemplate, String),
+    EndpointSlice(EndpointSlice),
+    VirtualService(VirtualService),
+    DestinationRule(DestinationRule),
+    PeerAuthentication(PeerAuthentication),
+    MeshConfig(wire::MeshConfigSpec, ObjectRef),
+}
+
+/// Converts one parsed document. Pure (no builder state), so documents convert in parallel and are then added in
+/// their order with [`Builder::add_converted`].
+pub(crate) fn convert(origin: &Origin, value: Value) -> Vec<Step> {
+    let mut out = Vec::new();
+    convert_into(origin, value, &mut out);
+    out
+}
+
+fn convert_into(origin: &Origin, value: Value, out: &mut Vec<Step>) {
+    let Value::Object(map) = &value else {
+        out.push(Step::Diagnostic(
+            Diagnostic::error(
+                "invalid-field",
+                format!("a manifest must be a mapping with apiVersion, kind and metadata, not {}", describe(&value)),
+            )
+            .at(Some(origin)),
+        ));
+        return;
+    };
+    let field_str = |f: &str| map.get(f).and_then(Value::as_str).map(str::to_string);
+    let (Some(api), Some(kind)) = (field_str("apiVersion"), field_str("kind")) else {
+        let missing = if field_str("apiVersion").is_none() { "apiVersion" } else { "kind" };
+        out.push(Step::Diagnostic(
+            Diagnostic::error("invalid-field", "missing or not a string; every document needs apiVersion and kind")
+                .at(Some(origin))
+                .field(missing),
+        ));
+        return;
+    };
+    if kind == "List" {
+        let items = map.get("items").and_then(Value::as_array).cloned().unwrap_or_default();
+        for item in items {
+            convert_into(origin, item, out);
+        }
+        return;
+    }
+    let api = api.as_str();
+    let known = match kind.as_str() {
+        "Namespace" if api == "v1" => Some(Kind::Namespace),
+        "Service" if api == "v1" => Some(Kind::Service),
+        "Pod" if api == "v1" => Some(Kind::Pod),
+        "Deployment" if api == "apps/v1" => Some(Kind::Deployment),
+        "StatefulSet" if api == "apps/v1" => Some(Kind::StatefulSet),
+        "EndpointSlice" if api == "discovery.k8s.io/v1" => Some(Kind::EndpointSlice),
+        "VirtualService" if ISTIO_NETWORKING.contains(&api) => Some(Kind::VirtualService),
+        "DestinationRule" if ISTIO_NETWORKING.contains(&api) => Some(Kind::DestinationRule),
+        "PeerAuthentication" if ISTIO_SECURITY.contains(&api) => Some(Kind::PeerAuthentication),
+        "MeshConfig" if api == "podmesh.io/v1alpha1" => Some(Kind::MeshConfig),
+        _ => None,
+    };
+    let Some(kind) = known else {
+        out.push(Step::Diagnostic(
+            Diagnostic::warning("skipped-kind", format!("{api} {kind} is not read by podmesh; skipped"))
+                .at(Some(origin)),
+        ));
+        return;
+    };
+    let meta = |f: &str| value.pointer(&format!("/metadata/{f}")).and_then(Value::as_str).map(str::to_string);
+    let name = meta("name").unwrap_or_else(|| "<unnamed>".into());
+    let ns_name = match kind {
+        Kind::Namespace | Kind::MeshConfig => name.clone(),
+        _ => meta("namespace").unwrap_or_else(|| "default".into()),
+    };
+    let object = ObjectRef::new(kind, ObjectKey::new(ns_name, name));
+    let mut diags = Vec::new();
+    let mut doc = Doc { origin, object, diags: &mut diags, failed: false };
+    // serde would read a list of exactly as many values as the struct has fields as the struct, and otherwise
+    // say "invalid length 2, expected struct ObjectMeta with 4 elements": say what is wrong instead.
+    if let Some((field, v)) = ["metadata", "spec", "status"]
+        .into_iter()
+        .find_map(|f| map.get(f).filter(|v| !v.is_object() && !v.is_null()).map(|v| (f, v)))
+    {
+        doc.error(field, format!("must be a mapping, not {}", describe(v)));
+        out.extend(diags.into_iter().map(Step::Diagnostic));
+        return;
+    }
+    let object = match kind {
+        Kind::Namespace => {
+            parse::<wire::Namespace>(&mut doc, value).and_then(|n| namespace(&mut doc, n)).map(Object::Namespace)
+        }
+        Kind::Service => {
+            parse(&mut doc, value).and_then(|s| service(&mut doc, s)).map(|(s, needs_ip)| Object::Service(s, needs_ip))
+        }
+        Kind::Pod => parse::<wire::Pod>(&mut doc, value).and_then(|p| {
+            let key = doc.object.key.clone();
+            let spec = p.spec.clone().unwrap_or_default();
+            let (mut pod, has_ip) = pod(&mut doc, key, &p.metadata, &spec, p.status.as_ref(), "", None)?;
+            // To be assigned in `finish`.
+            pod.ip_allocated = !has_ip;
+            Some(Object::Pod(pod))
+        }),
+        Kind::Deployment | Kind::StatefulSet => {
+            let wk = if kind == Kind::Deployment { WorkloadKind::Deployment } else { WorkloadKind::StatefulSet };
+            // Deployment pod names carry a hash of the template (StatefulSet pods are numbered).
+            let template_hash = match wk {
+                WorkloadKind::Deployment => value.pointer("/spec/template").map(|t| t.to_string()).unwrap_or_default(),
+                WorkloadKind::StatefulSet => String::new(),
+            };
+            parse(&mut doc, value)
+                .and_then(|w| workload(&mut doc, wk, w))
+                .map(|(w, template)| Object::Workload(kind, w, template, template_hash))
+        }
+        Kind::EndpointSlice => {
+            parse(&mut doc, value).and_then(|s| endpoint_slice(&mut doc, s)).map(Object::EndpointSlice)
+        }
+        Kind::VirtualService => {
+            parse(&mut doc, value).and_then(|v| virtual_service(&mut doc, v)).map(Object::VirtualService)
+        }
+        Kind::DestinationRule => {
+            parse(&mut doc, value).and_then(|d| destination_rule(&mut doc, d)).map(Object::DestinationRule)
+        }
+        Kind::PeerAuthentication => {
+            parse(&mut doc, value).and_then(|p| peer_authentication(&mut doc, p)).map(Object::PeerAuthentication)
+        }
+        Kind::MeshConfig => {
+            let object = doc.object.clone();
+            parse::<wire::MeshConfig>(&mut doc, value).map(|m| Object::MeshConfig(m.spec, object))
+        }
+    };
+    out.extend(diags.into_iter().map(Step::Diagnostic));
+    out.extend(object.map(Step::Object));
 }
 
 /// What a YAML value is, for messages: "a list", "a string", ...

@@ -8,7 +8,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::build::Builder;
+use crate::build::{Builder, Step, convert};
 use crate::cluster::Cluster;
 use crate::diag::{Diagnostic, LoadErrors, Origin};
 
@@ -66,12 +66,8 @@ pub fn load_with(sources: &[Source], options: &LoadOptions) -> Result<Loaded, Lo
     // documents in their original order, so the result is the same as a sequential load. Batches bound the
     // memory held in parsed-but-not-yet-added documents.
     for batch in documents.chunks(PARSE_BATCH) {
-        for (doc, parsed) in batch.iter().zip(parse_parallel(batch)) {
-            match parsed {
-                Ok(serde_json::Value::Null) => {}
-                Ok(value) => builder.add(&doc.origin, value),
-                Err(d) => builder.diagnostics.push(*d),
-            }
+        for (doc, steps) in batch.iter().zip(parse_parallel(batch)) {
+            builder.add_converted(&doc.origin, steps);
         }
     }
     builder.finish()
@@ -102,21 +98,24 @@ fn documents_of(file: &File) -> Vec<Document<'_>> {
         .collect()
 }
 
-/// A parsed document, or why it is not one (boxed: errors are rare and a Diagnostic is large).
-type Parsed = Result<serde_json::Value, Box<Diagnostic>>;
-
-fn parse(doc: &Document<'_>) -> Parsed {
-    if doc.json {
+/// Parses and converts one document: what it adds to the cluster, and its diagnostics, in order.
+fn parse(doc: &Document<'_>) -> Vec<Step> {
+    let parsed = if doc.json {
         // serde_json's message ends with "at line L column C" already.
-        return serde_json::from_str(doc.text).map_err(|e| {
-            Box::new(Diagnostic::error("invalid-yaml", format!("invalid JSON: {e}")).at(Some(&doc.origin)))
-        });
+        serde_json::from_str(doc.text)
+            .map_err(|e| Diagnostic::error("invalid-yaml", format!("invalid JSON: {e}")).at(Some(&doc.origin)))
+    } else {
+        serde_saphyr::from_str(doc.text).map_err(|e| yaml_error(&e, &doc.origin))
+    };
+    match parsed {
+        Ok(serde_json::Value::Null) => vec![],
+        Ok(value) => convert(&doc.origin, value),
+        Err(d) => vec![Step::Diagnostic(d)],
     }
-    serde_saphyr::from_str(doc.text).map_err(|e| Box::new(yaml_error(&e, &doc.origin)))
 }
 
 /// Parses documents on up to `available_parallelism` threads, each taking a contiguous share; results in order.
-fn parse_parallel(docs: &[Document<'_>]) -> Vec<Parsed> {
+fn parse_parallel(docs: &[Document<'_>]) -> Vec<Vec<Step>> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
     if threads == 1 || docs.len() < 32 {
         return docs.iter().map(parse).collect();
@@ -134,10 +133,8 @@ fn parse_parallel(docs: &[Document<'_>]) -> Vec<Parsed> {
                 // The parser does not panic on any input (the bad-input properties check it); should it ever,
                 // report the documents rather than lose them or abort the load.
                 Err(_) => out.extend(chunk.iter().map(|d| {
-                    Err(Box::new(
-                        Diagnostic::error("invalid-yaml", "the YAML parser failed on this document")
-                            .at(Some(&d.origin)),
-                    ))
+                    let e = Diagnostic::error("invalid-yaml", "the YAML parser failed on this document");
+                    vec![Step::Diagnostic(e.at(Some(&d.origin)))]
                 })),
             }
         }

@@ -32,17 +32,48 @@ impl fmt::Display for TargetPort {
 /// 64-bit FNV-1a: a small, stable hash for generated names and addresses. Stable across releases and platforms,
 /// unlike `std`'s `DefaultHasher`, so the same manifests always give the same pod names and IPs.
 pub fn fnv1a(parts: &[&[u8]]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut h = Fnv::default();
     for part in parts {
-        for b in *part {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
+        h.write(part);
         // Separator, so ("ab","c") and ("a","bc") differ.
-        h ^= 0xff;
-        h = h.wrapping_mul(0x0100_0000_01b3);
+        h.end_part();
     }
-    h
+    h.0
+}
+
+/// FNV-1a fed in pieces, for hashing without building the string first.
+#[derive(Debug, Clone, Copy)]
+pub struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    pub fn write(&mut self, bytes: &[u8]) -> &mut Self {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+        self
+    }
+
+    pub fn end_part(&mut self) -> &mut Self {
+        self.0 ^= 0xff;
+        self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        self
+    }
+
+    pub fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// The hash an object's address is derived from: `fnv1a(["namespace/name"])`, computed without allocating.
+pub fn key_hash(namespace: &str, name: &str) -> u64 {
+    Fnv::default().write(namespace.as_bytes()).write(b"/").write(name.as_bytes()).end_part().finish()
 }
 
 /// Hands out addresses from a CIDR: each name gets an address derived from its hash, probing forward on
@@ -81,10 +112,15 @@ impl Allocator {
 
     /// The address for `name`, or None when the range is full.
     pub fn allocate(&mut self, name: &str) -> Option<IpAddr> {
+        self.allocate_hashed(fnv1a(&[name.as_bytes()]))
+    }
+
+    /// The address for a name whose hash is `hash` (see [`key_hash`]).
+    pub fn allocate_hashed(&mut self, hash: u64) -> Option<IpAddr> {
         if self.span == 0 {
             return None;
         }
-        let start = u128::from(fnv1a(&[name.as_bytes()])) % self.span;
+        let start = u128::from(hash) % self.span;
         // Bounded probe: at most the whole span, and at most as many steps as addresses could be taken + 1.
         let limit = self.span.min(self.used.len() as u128 + 1);
         for step in 0..limit {
@@ -128,6 +164,11 @@ mod tests {
             assert!(net.contains(&ip));
             assert!(seen.insert(ip));
         }
+    }
+
+    #[test]
+    fn key_hash_is_the_hash_of_the_joined_name() {
+        assert_eq!(key_hash("shop", "web-1"), fnv1a(&[b"shop/web-1"]));
     }
 
     #[test]
