@@ -3,21 +3,25 @@
 //! Each finding names the object and what to change. Findings that make traffic fail for certain are errors
 //! (a `targetPort` naming no container port); the rest are warnings.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use podmesh_model::{Diagnostic, Kind, L4Protocol, ObjectKey, ObjectRef, Pod, TargetPortRef};
 
-use crate::index::Index;
+use crate::config::Inbound;
+use crate::index::{Index, ProtocolConflict};
 use crate::protocol::Protocol;
 
 /// Every pitfall found, plus the index's own diagnostics (conflicts, references to nothing), sorted.
 pub fn pitfalls(ix: &Index) -> Vec<Diagnostic> {
     let mut out: Vec<Diagnostic> = ix.diagnostics().to_vec();
+    // Every pod's inbound ports, computed once for the checks that need them.
+    let inbound: BTreeMap<&ObjectKey, (Inbound, Vec<ProtocolConflict>)> =
+        ix.cluster().pods.values().map(|p| (&p.key, ix.inbound(p))).collect();
     statefulsets_without_headless_service(ix, &mut out);
-    undeclared_container_ports(ix, &mut out);
+    undeclared_container_ports(ix, &inbound, &mut out);
     unresolvable_target_ports(ix, &mut out);
-    port_level_mtls_on_service_ports(ix, &mut out);
-    protocol_conflicts(ix, &mut out);
+    port_level_mtls_on_service_ports(ix, &inbound, &mut out);
+    protocol_conflicts(ix, &inbound, &mut out);
     out.sort_by(|a, b| {
         (a.severity, &a.origin, &a.object, &a.field, &a.message)
             .cmp(&(b.severity, &b.origin, &b.object, &b.field, &b.message))
@@ -69,10 +73,12 @@ fn statefulsets_without_headless_service(ix: &Index, out: &mut Vec<Diagnostic>) 
     }
 }
 
-fn undeclared_container_ports(ix: &Index, out: &mut Vec<Diagnostic>) {
+type InboundOf<'a> = BTreeMap<&'a ObjectKey, (Inbound, Vec<ProtocolConflict>)>;
+
+fn undeclared_container_ports(ix: &Index, inbound_of: &InboundOf<'_>, out: &mut Vec<Diagnostic>) {
     let mut seen = BTreeSet::new();
     for pod in ix.cluster().pods.values().filter(|p| p.sidecar) {
-        let (inbound, _) = ix.inbound(pod);
+        let Some((inbound, _)) = inbound_of.get(&pod.key) else { continue };
         for cp in pod.container_ports().filter(|p| p.protocol == L4Protocol::Tcp) {
             if inbound.ports.contains_key(&cp.port) {
                 continue;
@@ -119,7 +125,7 @@ fn unresolvable_target_ports(ix: &Index, out: &mut Vec<Diagnostic>) {
     }
 }
 
-fn port_level_mtls_on_service_ports(ix: &Index, out: &mut Vec<Diagnostic>) {
+fn port_level_mtls_on_service_ports(ix: &Index, inbound_of: &InboundOf<'_>, out: &mut Vec<Diagnostic>) {
     let c = ix.cluster();
     for pa in c.peer_authentications.values() {
         let Some(selector) = &pa.selector else { continue };
@@ -129,7 +135,8 @@ fn port_level_mtls_on_service_ports(ix: &Index, out: &mut Vec<Diagnostic>) {
             .filter(|p| p.key.namespace == pa.key.namespace && podmesh_model::selector_matches(selector, &p.labels))
             .collect();
         for port in pa.port_level.keys() {
-            let is_target = pods.iter().any(|p| ix.inbound(p).0.ports.contains_key(port));
+            let is_target =
+                pods.iter().any(|p| inbound_of.get(&p.key).is_some_and(|(i, _)| i.ports.contains_key(port)));
             if is_target {
                 continue;
             }
@@ -161,10 +168,11 @@ fn port_level_mtls_on_service_ports(ix: &Index, out: &mut Vec<Diagnostic>) {
     }
 }
 
-fn protocol_conflicts(ix: &Index, out: &mut Vec<Diagnostic>) {
+fn protocol_conflicts(ix: &Index, inbound_of: &InboundOf<'_>, out: &mut Vec<Diagnostic>) {
     let mut seen = BTreeSet::new();
     for pod in ix.cluster().pods.values() {
-        for conflict in ix.inbound(pod).1 {
+        let Some((_, conflicts)) = inbound_of.get(&pod.key) else { continue };
+        for conflict in conflicts {
             let (chosen, other) = (&conflict.chosen, &conflict.other);
             if !seen.insert((conflict.port, chosen.clone(), other.clone())) {
                 continue;

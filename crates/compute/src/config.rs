@@ -366,10 +366,19 @@ pub struct DirectPod {
 impl DirectPod {
     /// The identity to expect over mTLS when connecting to `port`, or None for plaintext (R3.5).
     pub fn tls_for(&self, port: TargetPort) -> Option<&Identity> {
-        let identity = self.identity.as_ref()?;
-        match self.mtls.as_ref().map(|m| m.mode(port).0) {
-            Some(MtlsMode::Disable) => None,
-            _ => Some(identity),
-        }
+        mtls_identity(self.identity.as_ref(), self.mtls.as_deref(), port)
+    }
+}
+
+/// R3.5, the one place it is decided: traffic to a meshed pod (one with an identity) is mTLS, expecting that
+/// identity, unless the pod's mode for the target port is DISABLE; traffic to a plain pod is plaintext (None).
+pub fn mtls_identity<'a>(
+    identity: Option<&'a Identity>,
+    modes: Option<&PortModes>,
+    port: TargetPort,
+) -> Option<&'a Identity> {
+    match modes.map(|m| m.mode(port).0) {
+        Some(MtlsMode::Disable) => None,
+        _ => identity,
     }
 }

@@ -670,10 +670,7 @@ impl Index {
     /// R3.5: mTLS to a meshed pod unless its mode for the port is DISABLE; plaintext to anything else.
     fn tls_to(&self, pod: Option<&Pod>, port: TargetPort) -> Option<Identity> {
         let pod = pod.filter(|p| p.sidecar)?;
-        match self.modes.get(&pod.key).map(|m| m.mode(port).0) {
-            Some(podmesh_model::MtlsMode::Disable) => None,
-            _ => Some(self.identity_of(pod)),
-        }
+        mtls_identity(self.identities.get(&pod.key), self.modes.get(&pod.key).map(|m| &**m), port).cloned()
     }
 
     // ------------------------------------------------------------ per workload

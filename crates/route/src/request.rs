@@ -1,7 +1,5 @@
 //! The facts of a request or connection that decisions look at.
 
-use std::collections::BTreeMap;
-
 use podmesh_compute::{Identity, Protocol, ProtocolFrom};
 use podmesh_model::{HttpMatch, ObjectKey, ServicePort};
 use serde::{Deserialize, Serialize};
@@ -31,12 +29,6 @@ pub trait Headers {
 impl Headers for Vec<(String, String)> {
     fn get(&self, name: &str) -> Option<&str> {
         self.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
-    }
-}
-
-impl Headers for BTreeMap<String, String> {
-    fn get(&self, name: &str) -> Option<&str> {
-        BTreeMap::get(self, name).map(String::as_str)
     }
 }
 
