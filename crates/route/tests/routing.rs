@@ -217,9 +217,7 @@ fn weighted_split_spreads_by_weight_over_subsets() {
     assert_eq!(sorted(e.endpoints), sorted(all));
     // The data path's own pick: a uniform r lands 90% on v1 and 10% on v2.
     let cfg = ix.proxy_config(&key("shop/client")).unwrap();
-    let listener = listener(&ix, &cfg, "shop/reviews");
-    let req = HttpRequest { host: Some("reviews"), method: "GET", path: "/", headers: &Vec::new() };
-    let fwd = outbound::http_request(&cfg, listener, &req).unwrap();
+    let fwd = reviews_split(&ix, &cfg);
     let mut counts: BTreeMap<String, u32> = BTreeMap::new();
     for r in 0..1000u64 {
         *counts.entry(fwd.pick(r).unwrap().subset.clone().unwrap()).or_default() += 1;
@@ -241,9 +239,7 @@ fn subset_without_ready_pods_gets_no_healthy_upstream_only_for_its_share() {
     // The split still works for v1's share, and picks of v2 fail with the same code.
     assert_eq!(get(&ix, "http://reviews/").reason, ReasonCode::Ok);
     let cfg = ix.proxy_config(&key("shop/client")).unwrap();
-    let listener = listener(&ix, &cfg, "shop/reviews");
-    let req = HttpRequest { host: Some("reviews"), method: "GET", path: "/", headers: &Vec::new() };
-    let fwd = outbound::http_request(&cfg, listener, &req).unwrap();
+    let fwd = reviews_split(&ix, &cfg);
     assert!(fwd.pick(10).is_ok());
     assert_eq!(fwd.pick(95).unwrap_err().reason, ReasonCode::NoHealthyUpstream);
 }
@@ -324,6 +320,12 @@ fn clusterip_on_an_undeclared_port_is_no_route_at_the_source() {
     let e = run(&ix, "shop/client", &format!("http://{ip}:8080/"), None, "GET", &[]);
     assert_eq!((e.reason, e.side), (ReasonCode::NoRoute, Side::Source));
     assert!(e.fix.unwrap().contains("ratings.shop"));
+}
+
+/// The data path's decision for `GET http://reviews/` from the client: the weighted split route.
+fn reviews_split<'c>(ix: &Index, cfg: &'c ProxyConfig) -> outbound::Forward<'c> {
+    let req = HttpRequest { host: Some("reviews"), method: "GET", path: "/", headers: &Vec::new() };
+    outbound::http_request(cfg, listener(ix, cfg, "shop/reviews"), &req).unwrap()
 }
 
 fn listener<'c>(ix: &Index, cfg: &'c ProxyConfig, svc: &str) -> &'c podmesh_compute::Listener {
