@@ -5,7 +5,7 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use podmesh_compute::Index;
 use podmesh_model::{Diagnostic, ObjectKey, Source};
@@ -127,7 +127,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let cfg = ix.proxy_config(&pod)?;
             match output {
                 RoutesOutput::Json => println!("{}", serde_json::to_string_pretty(&cfg)?),
-                RoutesOutput::Yaml => print!("{}", serde_saphyr::to_string(&cfg).context("rendering YAML")?),
+                RoutesOutput::Yaml => print!("{}", podmesh_model::yaml::to_string(&serde_json::to_value(&cfg)?)),
                 RoutesOutput::Table => print!("{}", table::routes(&cfg)),
             }
             Ok(ExitCode::SUCCESS)
@@ -170,7 +170,7 @@ fn pod_arg(ix: &Index, arg: &str) -> Result<ObjectKey> {
         return Ok(first.key.clone());
     }
     let known: Vec<String> =
-        ix.cluster().pods.keys().filter(|k| k.namespace == key.namespace).map(|k| k.name.clone()).take(8).collect();
+        ix.cluster().pods.keys().filter(|k| k.namespace == key.namespace).map(|k| k.name.to_string()).take(8).collect();
     bail!(
         "no pod or workload {key}; pods in namespace {}: {}",
         key.namespace,

@@ -117,14 +117,9 @@ fn routes_json_is_the_sidecar_config_and_round_trips() {
     // The YAML form carries the same config.
     let o = podmesh(&["routes", "-f", "examples/quickstart", "--pod", "shop/db-1", "-o", "yaml"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let from_yaml: podmesh_compute::ProxyConfig = serde_saphyr_from_str(&stdout(&o));
+    let v = podmesh_model::yaml::parse(&stdout(&o), podmesh_model::yaml::Limits::default()).unwrap();
+    let from_yaml: podmesh_compute::ProxyConfig = serde_json::from_value(v).unwrap();
     assert_eq!(from_yaml, cfg);
-}
-
-fn serde_saphyr_from_str(s: &str) -> podmesh_compute::ProxyConfig {
-    // Through a JSON value, as the model loader does, so YAML scalars take the JSON types the config expects.
-    let v: serde_json::Value = serde_saphyr::from_str(s).unwrap();
-    serde_json::from_value(v).unwrap()
 }
 
 #[test]

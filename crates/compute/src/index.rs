@@ -185,7 +185,7 @@ impl Index {
             if let Some(sel) = &svc.selector {
                 let smallest = sel
                     .iter()
-                    .map(|(k, v)| by_label.get(&(svc.key.namespace.as_str(), k.as_str(), v.as_str())))
+                    .map(|(k, v)| by_label.get(&(&*svc.key.namespace, k.as_str(), v.as_str())))
                     .min_by_key(|p| p.map_or(0, |v| v.len()));
                 if let Some(Some(candidates)) = smallest {
                     for key in candidates {
@@ -228,7 +228,7 @@ impl Index {
         let mut per_namespace: FxMap<&str, Arc<PortModes>> = FxMap::default();
         for pod in c.pods.values().filter(|p| p.sidecar) {
             let ns = per_namespace
-                .entry(pod.key.namespace.as_str())
+                .entry(&*pod.key.namespace)
                 .or_insert_with(|| Arc::new(policies.namespace_modes(c, &pod.key.namespace)));
             let modes = match policies.workload_modes(c, pod, ns) {
                 Some((modes, conflict)) => {
@@ -388,7 +388,7 @@ impl Index {
             for pod in self.pods_of_service(&svc.key) {
                 if pod.ready || svc.publish_not_ready_addresses {
                     ips.push(pod.ip);
-                    if pod.subdomain.as_deref() == Some(svc.key.name.as_str()) {
+                    if pod.subdomain.as_deref() == Some(&*svc.key.name) {
                         let name = pod_fqdn(pod.effective_hostname(), &svc.key.name, &svc.key.namespace, domain);
                         dns.insert(name, vec![pod.ip]);
                     }

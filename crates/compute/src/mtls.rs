@@ -6,6 +6,7 @@
 //! reported (Istio takes the oldest, which files do not have).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use podmesh_model::{
     Cluster, Diagnostic, Kind, MtlsMode, ObjectKey, ObjectRef, PeerAuthentication, Pod, selector_matches,
@@ -16,9 +17,9 @@ use crate::config::{MtlsFrom, PortModes};
 #[derive(Debug, Default)]
 pub(crate) struct Policies {
     mesh: Option<ObjectKey>,
-    namespaces: BTreeMap<String, ObjectKey>,
+    namespaces: BTreeMap<Arc<str>, ObjectKey>,
     /// Selector policies per namespace, in name order.
-    workloads: BTreeMap<String, Vec<ObjectKey>>,
+    workloads: BTreeMap<Arc<str>, Vec<ObjectKey>>,
 }
 
 impl Policies {
@@ -28,7 +29,7 @@ impl Policies {
         for (key, pa) in &cluster.peer_authentications {
             match &pa.selector {
                 Some(_) => p.workloads.entry(key.namespace.clone()).or_default().push(key.clone()),
-                None if &key.namespace == root => claim(&mut p.mesh, key, pa, "mesh-wide", diags),
+                None if *key.namespace == **root => claim(&mut p.mesh, key, pa, "mesh-wide", diags),
                 None => {
                     let mut slot = p.namespaces.get(&key.namespace).cloned();
                     claim(&mut slot, key, pa, "namespace-wide", diags);
@@ -86,7 +87,7 @@ impl Policies {
     pub fn scope<'c>(cluster: &'c Cluster, pa: &'c PeerAuthentication) -> Box<dyn Iterator<Item = &'c Pod> + 'c> {
         let root = &cluster.mesh.root_namespace;
         match &pa.selector {
-            None if &pa.key.namespace == root => Box::new(cluster.pods.values()),
+            None if *pa.key.namespace == **root => Box::new(cluster.pods.values()),
             None => Box::new(cluster.pods.values().filter(move |p| p.key.namespace == pa.key.namespace)),
             Some(sel) => Box::new(
                 cluster

@@ -236,7 +236,7 @@ impl Builder {
             spec.hostname = Some(name_of(0));
             spec.subdomain = w.service_name.clone();
         }
-        let owner = Owner { kind: w.kind, name: w.key.name.clone() };
+        let owner = Owner { kind: w.kind, name: w.key.name.to_string() };
         let first = ObjectKey::new(w.key.namespace.clone(), name_of(0));
         let Some((template, _)) =
             pod(&mut doc, first, &e.template.metadata, &spec, None, "spec.template.", Some(owner))
@@ -355,8 +355,8 @@ impl Builder {
             .chain(c.destination_rules.keys())
             .chain(c.peer_authentications.keys());
         for key in keys {
-            if !c.namespaces.contains_key(&key.namespace) {
-                let name = key.namespace.clone();
+            if !c.namespaces.contains_key(&*key.namespace) {
+                let name = key.namespace.to_string();
                 c.namespaces.insert(name.clone(), Namespace { name, labels: Labels::new(), origin: None });
             }
         }
@@ -366,7 +366,7 @@ impl Builder {
                 Some(v) => v != "false",
                 None => c
                     .namespaces
-                    .get(&pod.key.namespace)
+                    .get(&*pod.key.namespace)
                     .and_then(|ns| ns.labels.get(NAMESPACE_INJECT_LABEL))
                     .is_none_or(|v| v != "false"),
             };
@@ -928,7 +928,9 @@ fn endpoint_slice(doc: &mut Doc<'_>, s: wire::EndpointSlice) -> Option<EndpointS
             }
         }
         let pod = e.target_ref.as_ref().filter(|r| r.kind.as_deref() == Some("Pod")).and_then(|r| {
-            r.name.as_ref().map(|n| ObjectKey::new(r.namespace.clone().unwrap_or_else(|| ns.clone()), n.clone()))
+            r.name
+                .as_ref()
+                .map(|n| ObjectKey::new(r.namespace.clone().map_or_else(|| ns.clone(), Into::into), n.clone()))
         });
         endpoints.push(SliceEndpoint {
             addresses,

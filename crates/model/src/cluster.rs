@@ -50,7 +50,7 @@ impl Cluster {
     /// The pods a workload (Deployment or StatefulSet) owns, in name order.
     pub fn pods_of(&self, workload: &ObjectKey) -> impl Iterator<Item = &Pod> {
         self.pods.values().filter(move |p| {
-            p.key.namespace == workload.namespace && p.owner.as_ref().is_some_and(|o| o.name == workload.name)
+            p.key.namespace == workload.namespace && p.owner.as_ref().is_some_and(|o| *o.name == *workload.name)
         })
     }
 }

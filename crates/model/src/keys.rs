@@ -1,19 +1,23 @@
 //! Names of objects: `namespace/name` keys and kind-qualified references.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// `namespace/name` of a namespaced object. Ordered by namespace, then name, so every map keyed by it iterates
 /// in the same order whatever order the manifests were loaded in.
+///
+/// Both parts are shared strings: keys are cloned into every index that relates objects (a pod's key sits in a
+/// dozen maps and lists), and a clone is then two reference-count increments rather than two allocations.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
 pub struct ObjectKey {
-    pub namespace: String,
-    pub name: String,
+    pub namespace: Arc<str>,
+    pub name: Arc<str>,
 }
 
 impl ObjectKey {
-    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+    pub fn new(namespace: impl Into<Arc<str>>, name: impl Into<Arc<str>>) -> Self {
         Self { namespace: namespace.into(), name: name.into() }
     }
 

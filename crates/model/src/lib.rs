@@ -19,6 +19,7 @@ pub mod load;
 pub mod mesh;
 pub mod net;
 mod wire;
+pub mod yaml;
 
 pub use build::{
     INJECT_ANNOTATIONS, MAX_REPLICAS, NAMESPACE_INJECT_LABEL, is_dns_label, is_dns_subdomain, is_port_name,

@@ -3,7 +3,6 @@
 //! Each document is parsed on its own, so one malformed document is reported (file, index, line) and the others
 //! are still checked: `podmesh check` reports every error at once. Nothing here panics on any input.
 
-use std::borrow::Cow;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -105,7 +104,13 @@ fn parse(doc: &Document<'_>) -> Vec<Step> {
         serde_json::from_str(doc.text)
             .map_err(|e| Diagnostic::error("invalid-yaml", format!("invalid JSON: {e}")).at(Some(&doc.origin)))
     } else {
-        serde_saphyr::from_str(doc.text).map_err(|e| yaml_error(&e, &doc.origin))
+        // yaml-rust2 has not panicked on any input the properties tried; should it ever, this document is reported
+        // as unreadable and the others are still loaded.
+        match std::panic::catch_unwind(|| crate::yaml::parse(doc.text, crate::yaml::Limits::default())) {
+            Ok(parsed) => parsed.map_err(|e| yaml_error(&e, &doc.origin)),
+            Err(_) => Err(Diagnostic::error("invalid-yaml", "invalid YAML: the YAML parser failed on this document")
+                .at(Some(&doc.origin))),
+        }
     };
     match parsed {
         Ok(serde_json::Value::Null) => vec![],
@@ -264,69 +269,16 @@ fn is_manifest(p: &Path) -> bool {
     has_ext(p, "yaml") || has_ext(p, "yml") || has_ext(p, "json")
 }
 
-fn yaml_error(e: &serde_saphyr::Error, origin: &Origin) -> Diagnostic {
-    let options = serde_saphyr::render_options! {
-        formatter: &Messages,
-        snippets: serde_saphyr::SnippetMode::Off,
-        line_offset: origin.line.saturating_sub(1) as u64,
-    };
-    let message = e.without_snippet().render_with_options(options);
-    let d = Diagnostic::error("invalid-yaml", format!("invalid YAML: {}", message.trim())).at(Some(origin));
-    if exceeds_limits(e) {
+fn yaml_error(e: &crate::yaml::YamlError, origin: &Origin) -> Diagnostic {
+    // The error's lines count from the document's first line; say the file's lines.
+    let d = Diagnostic::error("invalid-yaml", format!("invalid YAML: {}", e.render(origin.line))).at(Some(origin));
+    if e.over_limit {
         return d.hint(
             "put one object in each document (---) and write out what aliases (*name) refer to: every copy an \
              alias makes counts against the limits, so a few lines of aliases can expand to billions of values",
         );
     }
     d
-}
-
-/// serde-saphyr's messages, except two written for the programmer rather than the user: a duplicate key (which
-/// suggests a parser option) and a resource budget (which prints a Rust debug value).
-struct Messages;
-
-impl serde_saphyr::MessageFormatter for Messages {
-    fn format_message<'a>(&self, err: &'a serde_saphyr::Error) -> Cow<'a, str> {
-        use serde_saphyr::Error as E;
-        use serde_saphyr::budget::BudgetBreach as B;
-        let limits = serde_saphyr::Budget::default();
-        let too_big = |what: String| Cow::Owned(format!("document too large to read safely ({what})"));
-        match err {
-            E::DuplicateMappingKey { key: Some(k), .. } => {
-                Cow::Owned(format!("key `{k}` appears twice in one mapping"))
-            }
-            E::DuplicateMappingKey { key: None, .. } => Cow::Borrowed("a key appears twice in one mapping"),
-            E::Budget { breach: B::Nodes { .. }, .. } => {
-                too_big(format!("more than {} values, counting each copy an alias makes", limits.max_nodes))
-            }
-            E::Budget { breach: B::ScalarBytes { .. }, .. } => too_big(format!(
-                "more than {} MiB of text, counting each copy an alias makes",
-                limits.max_total_scalar_bytes >> 20
-            )),
-            E::Budget { breach: B::Depth { .. }, .. } => {
-                too_big(format!("nested more than {} levels deep", limits.max_depth))
-            }
-            E::Budget { breach: B::Aliases { .. }, .. } => too_big(format!("more than {} aliases", limits.max_aliases)),
-            E::Budget { breach, .. } => too_big(format!("{breach:?}")),
-            _ => serde_saphyr::DefaultMessageFormatter.format_message(err),
-        }
-    }
-}
-
-/// True when the parser stopped at one of its resource budgets (node count, alias expansion, ...).
-fn exceeds_limits(mut e: &serde_saphyr::Error) -> bool {
-    use serde_saphyr::Error as E;
-    loop {
-        match e {
-            E::AliasError { error, .. } | E::WithSnippet { error, .. } => e = error,
-            E::Budget { .. }
-            | E::AliasReplayCounterOverflow { .. }
-            | E::AliasReplayLimitExceeded { .. }
-            | E::AliasExpansionLimitExceeded { .. }
-            | E::AliasReplayStackDepthExceeded { .. } => return true,
-            _ => return false,
-        }
-    }
 }
 
 /// One document of a YAML stream: its 1-based index, the line it starts on, and its text.

@@ -1287,7 +1287,7 @@ spec:
     assert_eq!(
         err.to_string(),
         "error: five.yaml: document 1 (line 1): Service default/a: spec.ports[0].port: 0 is not a port: use 1-65535\n\
-         error: five.yaml: document 2 (line 6): invalid YAML: unclosed bracket '[' at line 7, column 6\n\
+         error: five.yaml: document 2 (line 6): invalid YAML: unclosed bracket `[`: the document ends before it is closed at line 7, column 6\n\
          error: five.yaml: document 3 (line 8): a manifest must be a mapping with apiVersion, kind and metadata, not a \
          string\n\
          error: five.yaml: document 4 (line 10): Pod default/p: status.podIP: \"x\" is not an IP address\n\

@@ -278,9 +278,9 @@ spec:
     let inject = if p.plain { "        sidecar.podmesh.io/inject: \"false\"\n" } else { "" };
     for (version, replicas) in &versions {
         let (kind, wname, service_name) = match (p.shape, &p.vs) {
-            (Shape::Headless, _) => ("StatefulSet", name.clone(), format!("  serviceName: {name}\n")),
+            (Shape::Headless, _) => ("StatefulSet", name.to_string(), format!("  serviceName: {name}\n")),
             (_, Some(_)) => ("Deployment", format!("{name}-{version}"), String::new()),
-            _ => ("Deployment", name.clone(), String::new()),
+            _ => ("Deployment", name.to_string(), String::new()),
         };
         doc!(
             s,
@@ -1087,7 +1087,7 @@ fn main() {
         let pa = c
             .peer_authentications
             .values()
-            .find(|pa| pa.selector.is_none() && (pa.key.namespace == c.mesh.root_namespace) == root);
+            .find(|pa| pa.selector.is_none() && (*pa.key.namespace == *c.mesh.root_namespace) == root);
         if let Some(pa) = pa {
             probes.push((label, ObjectRef::new(podmesh_model::Kind::PeerAuthentication, pa.key.clone())));
         }

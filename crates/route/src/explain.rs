@@ -485,7 +485,7 @@ fn resolve(ix: &Index, src: &Pod, host: &str, b: &mut Builder<'_>) -> Result<Opt
             if looks_internal {
                 return Err(ExplainError::Unresolvable {
                     name: host.to_string(),
-                    namespace: src.key.namespace.clone(),
+                    namespace: src.key.namespace.to_string(),
                 });
             }
             b.step(

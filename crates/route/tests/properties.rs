@@ -74,8 +74,8 @@ fn r2_names(svc: &Service, client_ns: &str, domain: &str) -> Vec<String> {
     let (s, ns) = (&svc.key.name, &svc.key.namespace);
     let mut v = vec![format!("{s}.{ns}.svc.{domain}"), format!("{s}.{ns}.svc"), format!("{s}.{ns}")];
     v.extend(svc.cluster_ips.iter().map(|ip| ip.to_string()));
-    if client_ns == ns {
-        v.push(s.clone());
+    if client_ns == &**ns {
+        v.push(s.to_string());
     }
     v
 }
@@ -120,7 +120,7 @@ fn expected(ix: &Index, pod: &ObjectKey, port: TargetPort, client_ns: &str) -> (
         let routes_here = vs.http.iter().flat_map(|r| &r.destinations).any(|d| {
             declaring.iter().any(|s| {
                 let h = d.host.trim_end_matches('.');
-                h == s.key.name && vs.key.namespace == s.key.namespace
+                h == &*s.key.name && vs.key.namespace == s.key.namespace
                     || h == format!("{}.{}", s.key.name, s.key.namespace)
                     || h == format!("{}.{}.svc.{domain}", s.key.name, s.key.namespace)
             })
@@ -129,7 +129,7 @@ fn expected(ix: &Index, pod: &ObjectKey, port: TargetPort, client_ns: &str) -> (
             continue;
         }
         for h in &vs.hosts {
-            let named = c.services.values().find(|s| s.key.namespace == vs.key.namespace && s.key.name == *h);
+            let named = c.services.values().find(|s| s.key.namespace == vs.key.namespace && *s.key.name == **h);
             match named {
                 Some(s) => names.extend(r2_names(s, client_ns, domain)),
                 None => {
@@ -148,7 +148,7 @@ fn host_pool(ix: &Index) -> Vec<String> {
         for ns in ["shop", "store", "other"] {
             pool.extend(r2_names(s, ns, &c.mesh.cluster_domain));
         }
-        pool.insert(s.key.name.clone());
+        pool.insert(s.key.name.to_string());
         pool.insert(format!("{}.{}.svc.cluster", s.key.name, s.key.namespace));
     }
     for p in c.pods.values() {
