@@ -1,6 +1,7 @@
-//! `podmesh`: the one binary. This stage of the project has the routing core's commands:
-//! `explain` (what happens to a request, and why), `routes` (a sidecar's computed config) and `check`
-//! (manifest validation and contract pitfalls). All of them read Kubernetes manifests with `-f`.
+//! `podmesh`: the one binary. The routing core's commands — `explain` (what happens to a request, and why),
+//! `routes` (a sidecar's computed config) and `check` (manifest validation and contract pitfalls), all reading
+//! Kubernetes manifests with `-f` — and the data plane's: `proxy` (the sidecar), `capture` (its iptables rules),
+//! `ca` (certificates from a local mesh CA) and `echo` (the test workload).
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -11,6 +12,7 @@ use podmesh_compute::Index;
 use podmesh_model::{Diagnostic, ObjectKey, Source};
 use podmesh_route::explain::{Query, explain};
 
+mod dataplane;
 mod table;
 
 #[derive(Parser, Debug)]
@@ -72,6 +74,16 @@ enum Command {
         #[arg(short = 'o', long, value_enum, default_value = "text")]
         output: TextOrJson,
     },
+    /// Run one workload's sidecar: captured connections in, routed and secured connections out (R3-R6).
+    Proxy(dataplane::ProxyArgs),
+    /// The iptables rules that send a pod's TCP through its sidecar.
+    #[command(subcommand)]
+    Capture(dataplane::CaptureCommand),
+    /// A local mesh CA: create a root, issue workload certificates.
+    #[command(subcommand)]
+    Ca(dataplane::CaCommand),
+    /// The echo workload: answers HTTP and TCP with its name and what it received.
+    Echo(dataplane::EchoArgs),
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,6 +145,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { manifests, output } => check(&manifests, output),
+        Command::Proxy(a) => dataplane::proxy(a),
+        Command::Capture(c) => dataplane::capture(c),
+        Command::Ca(c) => dataplane::ca(c),
+        Command::Echo(a) => dataplane::echo(a),
     }
 }
 

@@ -1,0 +1,261 @@
+//! The data-plane commands: `proxy` (the sidecar), `capture` (its iptables rules), `ca` (certificates from a
+//! local mesh CA, until the control plane issues them) and `echo` (the test workload).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use podmesh_compute::Identity;
+use podmesh_identity::{Ca, Credentials};
+use podmesh_proxy::capture::{self, Exclude, Family};
+use podmesh_proxy::{AccessLog, ConfigHandle, Dialer, FileSource, OrigDst, Proxy, Tls};
+use tokio::net::TcpListener;
+
+#[derive(Args, Debug)]
+pub struct ProxyArgs {
+    /// The sidecar config: the JSON `podmesh routes -o json` prints. Re-read when the file changes.
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// This workload's certificate chain (PEM, leaf first), its key, and the mesh trust anchors.
+    #[arg(long, value_name = "FILE")]
+    cert: PathBuf,
+    #[arg(long, value_name = "FILE")]
+    key: PathBuf,
+    #[arg(long, value_name = "FILE")]
+    roots: PathBuf,
+    /// Where captured outbound connections arrive (R7: 15001).
+    #[arg(long, default_value = "0.0.0.0:15001")]
+    outbound: SocketAddr,
+    /// Where captured inbound connections arrive (R7: 15006).
+    #[arg(long, default_value = "0.0.0.0:15006")]
+    inbound: SocketAddr,
+    /// SO_MARK on every connection the proxy opens, which the capture rules exclude. 0: no mark (the proxy
+    /// runs under its own uid instead).
+    #[arg(long, default_value_t = capture::DEFAULT_MARK)]
+    mark: u32,
+    /// Access log: one JSON line per request and TCP connection.
+    #[arg(long, value_enum, default_value = "stdout")]
+    access_log: LogTarget,
+    /// Validate the config and certificates, print what would run, and exit.
+    #[arg(long)]
+    check: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum LogTarget {
+    Stdout,
+    Off,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CaptureCommand {
+    /// Install the capture rules in the current network namespace (run inside the pod, as root or with
+    /// NET_ADMIN), atomically with iptables-restore.
+    Install(CaptureArgs),
+    /// Print the rules instead of installing them.
+    Print(CaptureArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CaptureArgs {
+    /// Exclude the proxy's connections by this socket mark (the proxy's --mark).
+    #[arg(long, conflicts_with = "uid", default_value_t = capture::DEFAULT_MARK)]
+    mark: u32,
+    /// Exclude the proxy's connections by its user id instead.
+    #[arg(long)]
+    uid: Option<u32>,
+    /// Also install IPv6 rules (ip6tables-restore).
+    #[arg(long)]
+    ipv6: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CaCommand {
+    /// Create a mesh root CA in DIR (root.pem, root-key.pem).
+    Create {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        #[arg(long, default_value = "cluster.local")]
+        trust_domain: String,
+    },
+    /// Issue a workload certificate from the CA in DIR into OUT (cert.pem, key.pem, roots.pem).
+    Issue {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The workload identity, spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/SERVICE_ACCOUNT (what `routes` shows).
+        #[arg(long)]
+        identity: String,
+        #[arg(long, value_name = "OUT")]
+        out: PathBuf,
+        /// Lifetime, in hours.
+        #[arg(long, default_value_t = 24)]
+        hours: u64,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct EchoArgs {
+    /// The name it answers with (the pod name).
+    #[arg(long)]
+    name: String,
+    /// A port to serve HTTP/1.1, h2c and line-echo TCP on, on all addresses. Repeatable; --http and --tcp are
+    /// the same (every port speaks both).
+    #[arg(long = "port", alias = "http", alias = "tcp", value_name = "PORT", required = true)]
+    ports: Vec<u16>,
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
+}
+
+pub fn proxy(a: ProxyArgs) -> Result<ExitCode> {
+    let config = podmesh_proxy::read_config(&a.config).map_err(|e| anyhow!(e))?;
+    let creds = Credentials::load(&a.cert, &a.key, &a.roots)?;
+    if creds.identity() != &config.workload.identity {
+        bail!(
+            "the certificate is for {} but the config is the sidecar of {} ({}): issue a certificate for that identity",
+            creds.identity().as_str(),
+            config.workload.pod,
+            config.workload.identity.as_str()
+        );
+    }
+    let summary = format!(
+        "sidecar of {} ({}), identity {}: {} inbound port(s), {} outbound listener(s), {} direct pod(s)",
+        config.workload.pod,
+        config.workload.ip,
+        creds.identity().as_str(),
+        config.inbound.ports.len(),
+        config.outbound.listeners.len(),
+        config.outbound.pods.len()
+    );
+    if a.check {
+        println!("ok: {summary}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let dialer = if a.mark == 0 { Dialer::default() } else { Dialer::default().with_mark(a.mark) };
+    let log = match a.access_log {
+        LogTarget::Stdout => AccessLog::Stdout,
+        LogTarget::Off => AccessLog::Off,
+    };
+    runtime()?.block_on(async move {
+        let handle = ConfigHandle::new(config);
+        let proxy = Proxy::new(handle.clone(), Tls::new(creds)?, dialer, log);
+        let out = TcpListener::bind(a.outbound).await.with_context(|| format!("binding {}", a.outbound))?;
+        let inb = TcpListener::bind(a.inbound).await.with_context(|| format!("binding {}", a.inbound))?;
+        let _out = proxy.serve_outbound(out, OrigDst::Socket);
+        let _inb = proxy.serve_inbound(inb, OrigDst::Socket);
+        let path = a.config.clone();
+        tokio::spawn(FileSource::new(a.config, Duration::from_secs(1)).run(handle, move |event| match event {
+            Ok(()) => eprintln!("podmesh proxy: reloaded {}", path.display()),
+            Err(e) => eprintln!("podmesh proxy: kept the last good config: {e}"),
+        }));
+        eprintln!("podmesh proxy: {summary}; outbound {}, inbound {}", a.outbound, a.inbound);
+        shutdown_signal().await;
+        eprintln!("podmesh proxy: exiting");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+pub fn capture(c: CaptureCommand) -> Result<ExitCode> {
+    let exclude = |a: &CaptureArgs| a.uid.map_or(Exclude::Mark(a.mark), Exclude::Uid);
+    match c {
+        CaptureCommand::Print(a) => {
+            print!("{}", capture::rules(Family::V4, exclude(&a)));
+            if a.ipv6 {
+                print!("{}", capture::rules(Family::V6, exclude(&a)));
+            }
+        }
+        CaptureCommand::Install(a) => {
+            capture::install(exclude(&a), a.ipv6)?;
+            eprintln!("podmesh capture: rules installed (outbound TCP -> 15001, inbound TCP -> 15006)");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn ca(c: CaCommand) -> Result<ExitCode> {
+    match c {
+        CaCommand::Create { dir, trust_domain } => {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let ca = Ca::new(&trust_domain)?;
+            write(&dir.join("root.pem"), &ca.cert_pem())?;
+            write_private(&dir.join("root-key.pem"), &ca.key_pem())?;
+            eprintln!("podmesh ca: root CA for trust domain {trust_domain} in {}", dir.display());
+        }
+        CaCommand::Issue { dir, identity, out, hours } => {
+            let read = |f: &str| {
+                let p = dir.join(f);
+                std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))
+            };
+            let ca = Ca::from_pem(&read("root.pem")?, &read("root-key.pem")?)?;
+            let identity = parse_identity(&identity)?;
+            let cert = ca.issue(&identity, Duration::from_secs(hours * 3600))?;
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            write(&out.join("cert.pem"), &cert.cert_chain_pem)?;
+            write_private(&out.join("key.pem"), &cert.key_pem)?;
+            write(&out.join("roots.pem"), &ca.cert_pem())?;
+            eprintln!("podmesh ca: {} for {hours} h in {}", identity.as_str(), out.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn parse_identity(s: &str) -> Result<Identity> {
+    let rest = s.strip_prefix("spiffe://").ok_or_else(|| anyhow!("{s:?} is not a spiffe:// identity"))?;
+    let parts: Vec<&str> = rest.split('/').collect();
+    match parts.as_slice() {
+        [td, "ns", ns, "sa", sa] if !td.is_empty() && !ns.is_empty() && !sa.is_empty() => Ok(Identity::new(td, ns, sa)),
+        _ => bail!("{s:?} is not spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/SERVICE_ACCOUNT"),
+    }
+}
+
+fn write(path: &Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Keys are readable by their owner only.
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(text.as_bytes()).with_context(|| format!("writing {}", path.display()))
+}
+
+pub fn echo(a: EchoArgs) -> Result<ExitCode> {
+    runtime()?.block_on(async move {
+        let mut servers = Vec::new();
+        for port in &a.ports {
+            let listener =
+                TcpListener::bind(("0.0.0.0", *port)).await.with_context(|| format!("binding port {port}"))?;
+            servers.push(podmesh_testkit::echo::Echo::start(listener, &a.name).await);
+        }
+        let ports: Vec<String> = a.ports.iter().map(u16::to_string).collect();
+        eprintln!("podmesh echo: {} serving HTTP and TCP on port(s) {}", a.name, ports.join(", "));
+        shutdown_signal().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}

@@ -1,0 +1,319 @@
+//! The network-namespace tier: pods as network namespaces on a bridge, real iptables capture installed by
+//! `podmesh capture install`, the real `podmesh proxy` and `podmesh echo` binaries, driven with curl.
+//!
+//! Nothing on the host changes: the test re-runs itself under `unshare --net --mount --pid --fork`, and builds
+//! its bridge, pod namespaces and rules inside that private tree. When the test process ends — passed, failed or
+//! killed — the kernel tears all of it down, processes included (they live in the test's PID namespace).
+//!
+//! Needs root (CI runs as root), `unshare`, `ip`, `iptables-restore`, `setpriv` and `curl`; without root the
+//! test says so and passes without running (the in-process tier covers the logic there).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use podmesh_compute::{Index, ProxyConfig};
+use podmesh_model::Source;
+
+/// Set in the re-run: the lab's working directory (config, certificates, logs), made and removed outside.
+const INNER: &str = "PODMESH_LAB_DIR";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn podmesh() -> &'static str {
+    env!("CARGO_BIN_EXE_podmesh")
+}
+
+/// Runs `test` inside a private net+mount+pid namespace tree (see the module doc). Returns false when it ran
+/// out here instead (the caller returns: the assertions ran in the child).
+fn in_private_namespaces(test: &str) -> bool {
+    if std::env::var_os(INNER).is_some() {
+        return true;
+    }
+    if !is_root() {
+        eprintln!("SKIPPED {test}: needs root for network namespaces and iptables (CI runs as root)");
+        return false;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let dir = std::env::temp_dir().join(format!("podmesh-lab-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = Command::new("unshare")
+        .args(["--net", "--mount", "--pid", "--fork", "--mount-proc", "--"])
+        .arg(exe)
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(INNER, &dir)
+        .output()
+        .expect("running unshare (util-linux)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // The processes' own logs, for a failure.
+    let mut logs = String::new();
+    for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let p = entry.path();
+        if p.extension().is_some_and(|e| e == "err" || e == "out") {
+            let text = read(&p);
+            let tail: Vec<&str> = text.lines().rev().take(20).collect();
+            logs.push_str(&format!("--- {}\n{}\n", p.display(), tail.into_iter().rev().collect::<Vec<_>>().join("\n")));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(out.status.success(), "the lab failed:\n{stdout}\n{stderr}\n{logs}");
+    // The inner run must really have run the test (not filtered it away).
+    assert!(stdout.contains("1 passed"), "the lab did not run {test}:\n{stdout}\n{stderr}");
+    false
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+fn sh(args: &[&str]) -> Output {
+    run(Command::new(args[0]).args(&args[1..]))
+}
+
+/// The lab: a bridge and one network namespace per pod, with the pod's IP from the manifests.
+struct Lab {
+    dir: PathBuf,
+    index: Index,
+    children: Vec<Child>,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Lab {
+    fn new(dirs: &[&str]) -> Lab {
+        // `ip netns add` bind-mounts under /run/netns: a tmpfs of our own keeps those mounts in our namespace.
+        std::fs::create_dir_all("/run/netns").unwrap();
+        sh(&["mount", "-t", "tmpfs", "podmesh-lab", "/run/netns"]);
+        sh(&["ip", "link", "set", "lo", "up"]);
+        sh(&["ip", "link", "add", "pm0", "type", "bridge"]);
+        sh(&["ip", "addr", "add", "10.244.0.1/16", "dev", "pm0"]);
+        sh(&["ip", "link", "set", "pm0", "up"]);
+        let dir = PathBuf::from(std::env::var_os(INNER).unwrap());
+        let sources: Vec<Source> = dirs.iter().map(|d| Source::Path(root().join(d))).collect();
+        let index = Index::new(podmesh_model::load(&sources).unwrap().cluster);
+        let mut args = vec!["ca", "create", "--dir"];
+        let ca = dir.join("ca");
+        args.push(ca.to_str().unwrap());
+        run(Command::new(podmesh()).args(&args));
+        Lab { dir, index, children: vec![] }
+    }
+
+    fn pod_ip(&self, pod: &str) -> IpAddr {
+        self.index.cluster().pods.values().find(|p| &*p.key.name == pod).unwrap().ip
+    }
+
+    fn service_ip(&self, name: &str) -> IpAddr {
+        self.index.cluster().services.values().find(|s| &*s.key.name == name).unwrap().cluster_ips[0]
+    }
+
+    fn pods_of(&self, workload: &str) -> Vec<String> {
+        let pods = self.index.cluster().pods.values();
+        pods.filter(|p| p.owner.as_ref().is_some_and(|o| o.name == workload)).map(|p| p.key.name.to_string()).collect()
+    }
+
+    fn exec(&self, pod: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", pod]);
+        c
+    }
+
+    /// A pod: its namespace on the bridge, and its application (the echo workload on `ports`).
+    fn pod(&mut self, pod: &str, ports: &[u16]) {
+        let ip = self.pod_ip(pod).to_string();
+        // Interface names are limited to 15 bytes: number the host ends.
+        let host_end = format!("pmv{}", self.children.len());
+        let host_end = host_end.as_str();
+        sh(&["ip", "netns", "add", pod]);
+        sh(&["ip", "link", "add", host_end, "type", "veth", "peer", "name", "eth0", "netns", pod]);
+        sh(&["ip", "link", "set", host_end, "master", "pm0", "up"]);
+        sh(&["ip", "-n", pod, "addr", "add", &format!("{ip}/16"), "dev", "eth0"]);
+        sh(&["ip", "-n", pod, "link", "set", "eth0", "up"]);
+        sh(&["ip", "-n", pod, "link", "set", "lo", "up"]);
+        sh(&["ip", "-n", pod, "route", "add", "default", "via", "10.244.0.1"]);
+        let mut echo = self.exec(pod);
+        echo.args([podmesh(), "echo", "--name", pod]);
+        for p in ports {
+            echo.args(["--port", &p.to_string()]);
+        }
+        self.spawn(pod, "app", echo, "serving HTTP and TCP");
+    }
+
+    /// The pod's sidecar: config from `podmesh routes`, a certificate from the lab CA, capture rules, the proxy.
+    /// `as_uid`: run the proxy as that user and exclude it from capture by uid (as in a real pod); otherwise it
+    /// runs as root and is excluded by socket mark.
+    fn sidecar(&mut self, pod: &str, as_uid: Option<u32>) {
+        let key = self.index.cluster().pods.values().find(|p| &*p.key.name == pod).unwrap().key.clone();
+        let cfg: ProxyConfig = self.index.proxy_config(&key).unwrap();
+        let dir = self.dir.join(pod);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("config.json"), serde_json::to_string(&cfg).unwrap()).unwrap();
+        let ca = self.dir.join("ca");
+        run(Command::new(podmesh())
+            .args(["ca", "issue", "--dir", ca.to_str().unwrap(), "--identity", cfg.workload.identity.as_str()])
+            .args(["--out", dir.to_str().unwrap()]));
+        let mut capture = self.exec(pod);
+        capture.args([podmesh(), "capture", "install"]);
+        let mut proxy = self.exec(pod);
+        match as_uid {
+            Some(uid) => {
+                capture.args(["--uid", &uid.to_string()]);
+                sh(&["chown", "-R", &format!("{uid}:{uid}"), dir.to_str().unwrap()]);
+                proxy.args(["setpriv", "--reuid", &uid.to_string(), "--regid", &uid.to_string(), "--clear-groups"]);
+                proxy.args([podmesh(), "proxy", "--mark", "0"]);
+            }
+            None => {
+                proxy.args([podmesh(), "proxy"]);
+            }
+        }
+        run(&mut capture);
+        let file = |f: &str| dir.join(f).to_str().unwrap().to_string();
+        proxy.args(["--config", &file("config.json"), "--cert", &file("cert.pem"), "--key", &file("key.pem")]);
+        proxy.args(["--roots", &file("roots.pem")]);
+        self.spawn(pod, "sidecar", proxy, "podmesh proxy: sidecar of");
+    }
+
+    /// Starts a long-running process with stdout and stderr in files, and waits until stderr shows `ready`.
+    fn spawn(&mut self, pod: &str, what: &str, mut cmd: Command, ready: &str) {
+        let out = self.dir.join(format!("{pod}.{what}.out"));
+        let err = self.dir.join(format!("{pod}.{what}.err"));
+        cmd.stdout(std::fs::File::create(&out).unwrap()).stderr(std::fs::File::create(&err).unwrap());
+        cmd.stdin(Stdio::null());
+        self.children.push(cmd.spawn().unwrap());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !std::fs::read_to_string(&err).unwrap_or_default().contains(ready) {
+            assert!(Instant::now() < deadline, "{pod} {what} not ready: {}", read(&err));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn log(&self, pod: &str) -> Vec<serde_json::Value> {
+        read(&self.dir.join(format!("{pod}.sidecar.out")))
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("access log line {l:?}: {e}")))
+            .collect()
+    }
+
+    /// curl from inside `pod`: (exit code, stdout).
+    fn curl(&self, pod: &str, args: &[&str]) -> (i32, String) {
+        let out = self.exec(pod).args(["curl", "-sS", "--max-time", "10"]).args(args).output().unwrap();
+        let code = out.status.code().unwrap_or(-1);
+        if code != 0 {
+            eprintln!("curl {args:?} from {pod}: exit {code}: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        (code, String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_default()
+}
+
+/// curl's exit codes for a connection reset: while receiving (56), before any reply (52), or so soon after the
+/// handshake that curl still counts it as the connect failing (7).
+fn is_reset(code: i32) -> bool {
+    matches!(code, 7 | 52 | 56)
+}
+
+fn pods_in(bodies: &str) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    let de = serde_json::Deserializer::from_str(bodies).into_iter::<serde_json::Value>();
+    for v in de {
+        let pod = v.unwrap()["pod"].as_str().unwrap().to_string();
+        *m.entry(pod).or_insert(0) += 1;
+    }
+    m
+}
+
+#[test]
+fn pods_in_network_namespaces_with_real_capture() {
+    if !in_private_namespaces("pods_in_network_namespaces_with_real_capture") {
+        return;
+    }
+    let mut lab = Lab::new(&["examples/quickstart", "examples/quickstart/strict"]);
+    let web = lab.pods_of("web");
+    for pod in ["client", "legacy", "db-1"].iter().map(|s| s.to_string()).chain(web.iter().cloned()) {
+        lab.pod(&pod, &[8080, 7000, 5000, 9090]);
+    }
+    // The client's sidecar runs as uid 1337 and is excluded by uid; the others by socket mark.
+    lab.sidecar("client", Some(1337));
+    for pod in web.iter().chain(std::iter::once(&"db-1".to_string())) {
+        lab.sidecar(pod, None);
+    }
+
+    // R9 row 1: one keep-alive connection (curl reuses it for every URL), balanced per request over both pods.
+    let web_ip = lab.service_ip("web");
+    let url = format!("http://{web_ip}/");
+    let urls: Vec<&str> = std::iter::repeat_n(url.as_str(), 40).collect();
+    let mut args = vec!["-H", "Host: web.shop"];
+    args.extend(urls);
+    let (code, bodies) = lab.curl("client", &args);
+    assert_eq!(code, 0, "{bodies}");
+    let served = pods_in(&bodies);
+    let mut sorted = web.clone();
+    sorted.sort();
+    assert_eq!(served.keys().cloned().collect::<Vec<_>>(), sorted, "{served:?}");
+    assert!(served.values().all(|&n| n >= 8), "{served:?}");
+    let log = lab.log("client");
+    let ok = log.iter().filter(|r| r["reason"] == "ok" && r["direction"] == "outbound").count();
+    assert_eq!(ok, 40, "client access log: {log:?}");
+    assert!(log.iter().all(|r| r["peer_identity"] == "spiffe://cluster.local/ns/shop/sa/web"), "{log:?}");
+    let inbound: Vec<_> = web.iter().flat_map(|p| lab.log(p)).collect();
+    assert!(inbound.iter().all(|r| r["peer_identity"] == "spiffe://cluster.local/ns/shop/sa/client"));
+
+    // The same from db-1, whose sidecar is excluded from capture by socket mark rather than uid.
+    let (code, bodies) = lab.curl("db-1", &["-H", "Host: web.shop", &url, &url, &url, &url]);
+    assert_eq!(code, 0, "{bodies}");
+    assert_eq!(pods_in(&bodies).values().sum::<usize>(), 4);
+
+    // Row 3: a web pod by IP with its IP as Host: the destination's 404, with the reason header.
+    let pod_ip = lab.pod_ip(&web[0]);
+    let (code, head) = lab.curl("client", &["-o", "/dev/null", "-D", "-", &format!("http://{pod_ip}:8080/")]);
+    assert_eq!(code, 0);
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    assert!(head.contains("x-podmesh-reason: no_route; side=destination; rule=R4.3"), "{head}");
+
+    // Row 7: db-1 by IP, any Host: the headless fallback; exactly db-1 serves.
+    let (code, body) = lab.curl("client", &[&format!("http://{}:8080/", lab.pod_ip("db-1"))]);
+    assert_eq!(code, 0, "{body}");
+    assert_eq!(pods_in(&body).into_keys().collect::<Vec<_>>(), ["db-1"]);
+
+    // Row 5: an undeclared port: reset by the destination, and the source passes the reset on.
+    let (code, _) = lab.curl("client", &[&format!("http://{pod_ip}:9090/")]);
+    assert!(is_reset(code), "curl exit {code}");
+    assert!(lab.log(&web[0]).iter().any(|r| r["reason"] == "undeclared_port"));
+
+    // Row 2 (STRICT): a plain pod calling a meshed pod in plaintext is reset, and the application sees nothing.
+    let (code, _) = lab.curl("legacy", &["-H", "Host: web.shop", &format!("http://{pod_ip}:8080/")]);
+    assert!(is_reset(code), "curl exit {code}");
+    assert!(lab.log(&web[0]).iter().any(|r| r["reason"] == "mtls_required"));
+
+    // Row 19: outside the cluster, ALLOW_ANY: passthrough. 10.244.0.1 (the bridge) is no pod or Service.
+    // Nothing listens there, so the connect fails; the source logs the passthrough attempt.
+    let (code, _) = lab.curl("client", &["http://10.244.0.1:1/"]);
+    assert_ne!(code, 0);
+    assert!(lab.log("client").iter().any(|r| r["reason"] == "upstream_connect_failure" && r["dst"] == "10.244.0.1:1"));
+
+    // The proxies' own connections were not captured again: every request above arrived exactly once.
+    let web_requests: usize = web.iter().map(|p| lab.log(p).iter().filter(|r| r["reason"] == "ok").count()).sum();
+    assert_eq!(web_requests, 44, "inbound ok lines on the web pods");
+}

@@ -1,0 +1,332 @@
+//! HTTP plumbing shared by both directions: locally generated responses (R6), the upstream connection pool, and
+//! preparing a request for the next hop without changing what the application sees.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Mutex, PoisonError};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Version};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use podmesh_compute::Identity;
+use podmesh_route::Rejection;
+use podmesh_route::reason::REASON_HEADER;
+use podmesh_route::request::Headers;
+
+use crate::io::Io;
+
+/// Bodies the proxy returns: the upstream's, streamed, or one it generated.
+pub type RespBody = Either<Incoming, Full<Bytes>>;
+
+/// A locally generated response for a rejection: the documented status, the reason header
+/// (`<code>; side=<side>; rule=<rule>`) and the one-line body with the fix (R6).
+pub fn rejection_response(r: &Rejection) -> Response<RespBody> {
+    let status = r.reason.http_status().unwrap_or(503);
+    let mut resp = Response::new(Either::Right(Full::new(Bytes::from(r.body()))));
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    if let Ok(v) = HeaderValue::from_str(&format!("{}; side={}; rule={}", r.reason, r.side, r.rule)) {
+        h.insert(HeaderName::from_static(REASON_HEADER), v);
+    }
+    resp
+}
+
+/// Answers a refused request (R6) and logs it with its reason and status.
+pub fn refuse_request(
+    log: &crate::AccessLog,
+    mut rec: crate::AccessRecord,
+    rej: &Rejection,
+    start: std::time::Instant,
+) -> Response<RespBody> {
+    rec.rejected(rej);
+    let resp = rejection_response(rej);
+    rec.status = Some(resp.status().as_u16());
+    log.write(rec, start.elapsed());
+    resp
+}
+
+/// `Infallible` service results.
+pub type ServiceResult = Result<Response<RespBody>, Infallible>;
+
+/// The route functions' view of hyper's headers.
+#[derive(Debug)]
+pub struct HeaderView<'a>(pub &'a HeaderMap);
+
+impl Headers for HeaderView<'_> {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// The Host of a request: the Host header (HTTP/1.1), else the URI's authority (HTTP/2 `:authority`, or an
+/// absolute-form HTTP/1 request line).
+pub fn host_of<B>(req: &Request<B>) -> Option<&str> {
+    req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| req.uri().authority().map(|a| a.as_str()))
+}
+
+pub fn protocol_name(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_2 => "http/2",
+        Version::HTTP_10 => "http/1.0",
+        _ => "http/1.1",
+    }
+}
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1); each hop sets its own. An upgrade
+/// keeps `Connection: upgrade` and `Upgrade`, which are the request.
+///
+/// Two exceptions carry on what the next hop must know to give the client the same answer: `TE: trailers` (the
+/// proxy relays trailers, and an HTTP/1.1 server sends them only to a client that asked, whether or not `Connection`
+/// also names TE as RFC 9110 §10.1.4 has it), and `Transfer-Encoding` (HTTP/1.1 to HTTP/1.1: hyper frames the body
+/// as that header says, so a chunked request stays chunked, whatever its method).
+///
+/// The map is rebuilt in order rather than `remove`d from: `HeaderMap::remove` moves the last header into the
+/// removed one's place, which would reorder the end-to-end headers the application sees.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    let tokens = |name: HeaderName| -> Vec<String> {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|t| t.trim().to_ascii_lowercase())
+            .collect()
+    };
+    let listed = tokens(header::CONNECTION);
+    let trailers = tokens(header::TE).iter().any(|t| t == "trailers");
+    let keep = |name: &HeaderName| match name.as_str() {
+        "connection" | "upgrade" => upgrade,
+        "te" => trailers,
+        "transfer-encoding" => true,
+        "keep-alive" | "proxy-connection" | "proxy-authenticate" | "proxy-authorization" => false,
+        other => !listed.iter().any(|t| t == other),
+    };
+    let mut kept = HeaderMap::with_capacity(headers.len());
+    let mut current: Option<HeaderName> = None;
+    for (name, value) in std::mem::take(headers) {
+        if let Some(name) = name {
+            current = Some(name);
+        }
+        let Some(name) = current.as_ref().filter(|n| keep(n)) else { continue };
+        // One value each for the two whose value the proxy sets: what it asks of the next hop.
+        let value = match name.as_str() {
+            "connection" | "te" if kept.contains_key(name) => continue,
+            "connection" => HeaderValue::from_static("upgrade"),
+            "te" => HeaderValue::from_static("trailers"),
+            _ => value,
+        };
+        kept.append(name.clone(), value);
+    }
+    *headers = kept;
+}
+
+/// Whether a request asks to switch protocols (HTTP/1.1 Upgrade, e.g. WebSocket).
+pub fn wants_upgrade<B>(req: &Request<B>) -> bool {
+    req.version() == Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE)
+        && req
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+}
+
+/// Rewrites the request target for the upstream's HTTP version: origin form for HTTP/1, absolute for HTTP/2
+/// (which carries scheme and authority as pseudo-headers).
+pub fn set_target<B>(req: &mut Request<B>, version: Version) {
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
+    let uri = if version == Version::HTTP_2 {
+        let authority = host_of(req).unwrap_or("localhost").to_string();
+        format!("http://{authority}{path}")
+    } else {
+        path
+    };
+    if let Ok(uri) = uri.parse() {
+        *req.uri_mut() = uri;
+    }
+}
+
+/// A connection to an upstream, ready for requests.
+#[derive(Debug)]
+pub enum Sender {
+    H1(http1::SendRequest<Incoming>),
+    H2(http2::SendRequest<Incoming>),
+}
+
+impl Sender {
+    fn usable(&self) -> bool {
+        match self {
+            Sender::H1(s) => !s.is_closed(),
+            Sender::H2(s) => !s.is_closed(),
+        }
+    }
+
+    /// Sends `req`; when the connection could not take it (closed under us), the request comes back unsent.
+    pub async fn send(&mut self, req: Request<Incoming>) -> Result<Response<Incoming>, SendError> {
+        let result = match self {
+            Sender::H1(s) => s.try_send_request(req).await,
+            Sender::H2(s) => s.try_send_request(req).await,
+        };
+        result.map_err(|mut e| match e.take_message() {
+            Some(req) => SendError::NotSent(Box::new(req)),
+            None => SendError::Failed(e.into_error()),
+        })
+    }
+
+    /// Opens a connection over `io` speaking `version`.
+    pub async fn handshake(io: Box<dyn Io>, version: Version) -> Result<Sender, hyper::Error> {
+        let io = TokioIo::new(io);
+        if version == Version::HTTP_2 {
+            let (sender, conn) = http2::handshake(TokioExecutor::new(), io).await?;
+            tokio::spawn(conn);
+            Ok(Sender::H2(sender))
+        } else {
+            let (sender, conn) = http1::handshake(io).await?;
+            tokio::spawn(conn.with_upgrades());
+            Ok(Sender::H1(sender))
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum SendError {
+    NotSent(Box<Request<Incoming>>),
+    Failed(hyper::Error),
+}
+
+/// What identifies a reusable upstream connection: where, how secured, and which protocol.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    pub addr: SocketAddr,
+    /// The identity required of the server and the SNI sent (R3.6), or plaintext.
+    pub tls: Option<(Identity, String)>,
+    pub version: Version,
+}
+
+/// Idle upstream connections. HTTP/2 connections are shared by concurrent requests; an HTTP/1 connection serves
+/// one request at a time and is taken again once hyper reports it ready.
+#[derive(Default)]
+pub struct Pool {
+    idle: Mutex<HashMap<PoolKey, Vec<Sender>>>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool").finish_non_exhaustive()
+    }
+}
+
+/// Connections kept per key beyond those in use.
+const MAX_IDLE_PER_KEY: usize = 64;
+
+impl Pool {
+    pub fn take(&self, key: &PoolKey) -> Option<Sender> {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let list = idle.get_mut(key)?;
+        list.retain(Sender::usable);
+        if let Some(pos) = list.iter().position(|s| matches!(s, Sender::H2(_))) {
+            // Shared: hand out a clone and keep it pooled.
+            if let Sender::H2(s) = &list[pos] {
+                return Some(Sender::H2(s.clone()));
+            }
+        }
+        let pos = list.iter().position(|s| matches!(s, Sender::H1(h) if h.is_ready()))?;
+        Some(list.swap_remove(pos))
+    }
+
+    pub fn put(&self, key: PoolKey, sender: Sender) {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let list = idle.entry(key).or_default();
+        if matches!(sender, Sender::H2(_)) && list.iter().any(|s| matches!(s, Sender::H2(_))) {
+            return;
+        }
+        if list.len() < MAX_IDLE_PER_KEY {
+            list.push(sender);
+        }
+    }
+}
+
+/// Why a request could not be forwarded.
+#[derive(Debug)]
+pub enum ForwardError {
+    /// No connection (TCP or TLS) to the upstream: try another endpoint.
+    Connect(std::io::Error),
+    /// The connection failed before a response arrived.
+    Send(hyper::Error),
+}
+
+impl std::fmt::Display for ForwardError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ForwardError::Connect(e) => write!(f, "connect: {e}"),
+            ForwardError::Send(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// Sends `req` over a pooled or new connection for `key`. A pooled connection that closed under us is replaced
+/// (the request was not sent, so this is safe for any method). An HTTP/1.1 upgrade (101) joins the two upgraded
+/// connections byte for byte. When no connection could be made, the request comes back for another endpoint.
+pub async fn forward(
+    proxy: &crate::Proxy,
+    key: PoolKey,
+    mut req: Request<Incoming>,
+) -> Result<Response<Incoming>, (ForwardError, Option<Request<Incoming>>)> {
+    let upgrade = wants_upgrade(&req);
+    let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let (mut sender, fresh) = match proxy.pool.take(&key) {
+            Some(s) if !upgrade => (s, false),
+            _ => {
+                let opened = match connect(proxy, &key).await {
+                    Ok(io) => Sender::handshake(io, key.version).await.map_err(std::io::Error::other),
+                    Err(e) => Err(e),
+                };
+                match opened {
+                    Ok(sender) => (sender, true),
+                    Err(e) => return Err((ForwardError::Connect(e), Some(req))),
+                }
+            }
+        };
+        match sender.send(req).await {
+            Ok(mut resp) => {
+                if !upgrade {
+                    proxy.pool.put(key, sender);
+                } else if resp.status() == StatusCode::SWITCHING_PROTOCOLS
+                    && let Some(down) = downstream_upgrade
+                {
+                    let up = hyper::upgrade::on(&mut resp);
+                    tokio::spawn(async move {
+                        if let (Ok(a), Ok(b)) = (down.await, up.await) {
+                            let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(a), &mut TokioIo::new(b)).await;
+                        }
+                    });
+                }
+                return Ok(resp);
+            }
+            Err(SendError::NotSent(r)) if !fresh && attempts < 3 => req = *r,
+            Err(SendError::NotSent(r)) => {
+                return Err((ForwardError::Connect(std::io::Error::other("the upstream connection closed")), Some(*r)));
+            }
+            Err(SendError::Failed(e)) => return Err((ForwardError::Send(e), None)),
+        }
+    }
+}
+
+/// TCP, then mTLS when the key asks for it.
+pub async fn connect(proxy: &crate::Proxy, key: &PoolKey) -> std::io::Result<Box<dyn Io>> {
+    let tcp = proxy.dialer.connect(key.addr).await?;
+    match &key.tls {
+        None => Ok(Box::new(tcp)),
+        Some((identity, sni)) => Ok(Box::new(proxy.tls.connect(tcp, identity, sni).await?)),
+    }
+}

@@ -1,0 +1,181 @@
+//! The access log: one JSON line per HTTP request and per TCP connection, with its reason code (R6).
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use podmesh_route::{ReasonCode, Rejection, Side};
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    Outbound,
+    Inbound,
+}
+
+/// One access-log line. Field names are documented in the README.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AccessRecord {
+    /// When the request or connection ended, RFC 3339 UTC.
+    pub time: String,
+    pub direction: Direction,
+    /// `http/1.1`, `http/2` or `tcp`.
+    pub protocol: &'static str,
+    /// The client's address.
+    pub src: SocketAddr,
+    /// The original destination the client dialled.
+    pub dst: SocketAddr,
+    /// Outbound: the identity required of the server. Inbound: the client's mTLS identity (none: plaintext).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_identity: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// The HTTP status the client got (none for TCP).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    pub reason: ReasonCode,
+    /// Which sidecar decided a rejection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub side: Option<Side>,
+    /// The closest Envoy response flag (`-` when none).
+    pub flag: &'static str,
+    /// The Service the request or connection was routed through.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// The endpoint it was sent to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_pod: Option<String>,
+    /// Bytes from the client, and to it (TCP: payload; HTTP: bodies).
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    pub duration_ms: f64,
+    /// A rejection's one-line explanation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl AccessRecord {
+    pub fn new(direction: Direction, protocol: &'static str, src: SocketAddr, dst: SocketAddr) -> Self {
+        Self {
+            time: String::new(),
+            direction,
+            protocol,
+            src,
+            dst,
+            peer_identity: None,
+            host: None,
+            method: None,
+            path: None,
+            status: None,
+            reason: ReasonCode::Ok,
+            side: None,
+            flag: "-",
+            service: None,
+            upstream: None,
+            upstream_pod: None,
+            bytes_received: 0,
+            bytes_sent: 0,
+            duration_ms: 0.0,
+            message: None,
+        }
+    }
+
+    pub fn reason(&mut self, reason: ReasonCode) {
+        self.reason = reason;
+        self.flag = reason.envoy_flag();
+    }
+
+    pub fn rejected(&mut self, r: &Rejection) {
+        self.reason(r.reason);
+        self.side = Some(r.side);
+        self.message = Some(r.message.clone());
+    }
+}
+
+/// Where access-log lines go.
+#[derive(Debug, Clone, Default)]
+pub enum AccessLog {
+    #[default]
+    Off,
+    /// One JSON line per record on standard output.
+    Stdout,
+    /// Kept in memory, for tests.
+    Memory(Arc<Mutex<Vec<AccessRecord>>>),
+}
+
+impl AccessLog {
+    pub fn memory() -> Self {
+        AccessLog::Memory(Arc::default())
+    }
+
+    /// Records `r`, stamping its end time and duration.
+    pub fn write(&self, mut r: AccessRecord, elapsed: Duration) {
+        if matches!(self, AccessLog::Off) {
+            return;
+        }
+        r.time = rfc3339(SystemTime::now());
+        r.duration_ms = elapsed.as_secs_f64() * 1000.0;
+        match self {
+            AccessLog::Off => {}
+            AccessLog::Stdout => {
+                if let Ok(mut line) = serde_json::to_vec(&r) {
+                    line.push(b'\n');
+                    let _ = std::io::stdout().lock().write_all(&line);
+                }
+            }
+            AccessLog::Memory(v) => v.lock().unwrap_or_else(PoisonError::into_inner).push(r),
+        }
+    }
+
+    /// The records kept so far (memory log only).
+    pub fn records(&self) -> Vec<AccessRecord> {
+        match self {
+            AccessLog::Memory(v) => v.lock().unwrap_or_else(PoisonError::into_inner).clone(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// `2026-11-26T14:05:09.123Z`.
+pub fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_formats_utc() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_millis(951_782_400_123)), "2000-02-29T00:00:00.123Z");
+        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(1_795_705_509)), "2026-11-26T15:05:09.000Z");
+    }
+}

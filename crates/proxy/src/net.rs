@@ -1,0 +1,79 @@
+//! Where connections come from and how the proxy opens its own.
+//!
+//! In a pod, capture rules send every outbound connection to 15001 and every inbound one to 15006, and the
+//! original destination is read back from the socket ([`OrigDst::Socket`]); the proxy's own connections carry a
+//! socket mark (or run under the proxy's uid) so capture skips them. The in-process test tier has no capture:
+//! there each listener stands for one original destination ([`OrigDst::Fixed`]) and the [`Dialer`] maps the
+//! cluster's addresses to loopback sockets. Everything between accept and connect is the same code.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpSocket, TcpStream};
+
+/// How an accepted connection's original destination is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrigDst {
+    /// Read from the socket (SO_ORIGINAL_DST): the connection was redirected by capture rules.
+    Socket,
+    /// This listener stands for one destination (the in-process tier, or an explicit listener).
+    Fixed(SocketAddr),
+}
+
+impl OrigDst {
+    pub fn of(self, stream: &TcpStream) -> io::Result<SocketAddr> {
+        match self {
+            OrigDst::Socket => crate::io::original_dst(stream),
+            OrigDst::Fixed(addr) => Ok(addr),
+        }
+    }
+}
+
+/// Opens the proxy's own connections: to upstream endpoints, and to its application.
+#[derive(Debug, Clone)]
+pub struct Dialer {
+    mark: Option<u32>,
+    rewrites: Arc<HashMap<SocketAddr, SocketAddr>>,
+    timeout: Duration,
+}
+
+impl Default for Dialer {
+    fn default() -> Self {
+        Self { mark: None, rewrites: Arc::default(), timeout: Duration::from_secs(5) }
+    }
+}
+
+impl Dialer {
+    /// Marks every socket with SO_MARK `mark`, which the capture rules exclude (R7).
+    pub fn with_mark(mut self, mark: u32) -> Self {
+        self.mark = Some(mark);
+        self
+    }
+
+    /// Connects to the mapped address instead of the one asked for (the in-process tier: pod IPs to loopback).
+    pub fn with_rewrites(mut self, rewrites: HashMap<SocketAddr, SocketAddr>) -> Self {
+        self.rewrites = Arc::new(rewrites);
+        self
+    }
+
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    pub async fn connect(&self, addr: SocketAddr) -> io::Result<TcpStream> {
+        let target = self.rewrites.get(&addr).copied().unwrap_or(addr);
+        let socket = if target.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+        if let Some(mark) = self.mark {
+            socket2::SockRef::from(&socket).set_mark(mark)?;
+        }
+        let stream = tokio::time::timeout(self.timeout, socket.connect(target))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("connect to {addr} timed out")))??;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    }
+}

@@ -1,0 +1,201 @@
+//! The R9 rows that need only the data plane, through real sidecars on 127.0.0.1 (see `support`): each row's
+//! reason, the side that decided, and exactly which pods served.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use podmesh_route::ReasonCode;
+use support::*;
+
+const PERMISSIVE: &[&str] = &["examples/quickstart"];
+const STRICT: &[&str] = &["examples/quickstart", "examples/quickstart/strict"];
+
+fn counts(pods: impl IntoIterator<Item = Option<String>>) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for p in pods {
+        *m.entry(p.unwrap_or_else(|| "(none)".into())).or_default() += 1;
+    }
+    m
+}
+
+#[tokio::test]
+async fn row1_http_through_a_service_is_balanced_per_request_on_one_connection() {
+    for dirs in [PERMISSIVE, STRICT] {
+        let mut mesh = Mesh::start(dirs).await;
+        let web = mesh.service("web", 80);
+        let mut conn = h1(mesh.via_sidecar("client", web).await).await;
+        let mut served = Vec::new();
+        for _ in 0..100 {
+            let g = get1(&mut conn, "web.shop", "/").await;
+            assert_eq!(g.status, 200, "{g:?}");
+            served.push(g.pod);
+        }
+        let c = counts(served);
+        let pods = mesh.pods_of("web");
+        assert_eq!(c.keys().cloned().collect::<Vec<_>>(), pods, "{c:?}");
+        assert!(c.values().all(|&n| n >= 30), "{c:?}");
+        // The source logged each request as ok, sent over mTLS to the web pods' identity.
+        let log = mesh.log("client");
+        assert_eq!(log.iter().filter(|r| r.reason == ReasonCode::Ok && r.status == Some(200)).count(), 100);
+        assert!(log.iter().all(|r| r.peer_identity.as_deref() == Some("spiffe://cluster.local/ns/shop/sa/web")));
+        // The destinations saw mTLS from the client's identity.
+        let inbound: Vec<_> = pods.iter().flat_map(|p| mesh.log(p)).collect();
+        assert_eq!(inbound.len(), 100);
+        assert!(inbound.iter().all(|r| r.peer_identity.as_deref() == Some("spiffe://cluster.local/ns/shop/sa/client")));
+    }
+}
+
+#[tokio::test]
+async fn row2_a_plain_client_is_refused_under_strict_and_served_by_one_pod_under_permissive() {
+    let mesh = Mesh::start(PERMISSIVE).await;
+    let pod = &mesh.pods_of("web")[0];
+    // kube-proxy picked this endpoint for the connection; every request on it lands there.
+    let target = mesh.plain(SocketAddr::new(mesh.pod_ip(pod), 8080));
+    let mut conn = h1(target).await;
+    for _ in 0..10 {
+        let g = get1(&mut conn, "web.shop", "/").await;
+        assert_eq!((g.status, g.pod.as_deref()), (200, Some(pod.as_str())));
+    }
+    let mesh = Mesh::start(STRICT).await;
+    let pod = &mesh.pods_of("web")[0];
+    let target = mesh.plain(SocketAddr::new(mesh.pod_ip(pod), 8080));
+    assert!(is_reset(target, b"GET / HTTP/1.1\r\nhost: web.shop\r\n\r\n").await);
+    let log = mesh.log(pod);
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].reason, ReasonCode::MtlsRequired);
+    assert_eq!(mesh.apps[&SocketAddr::new(mesh.pod_ip(pod), 8080)].connections(), 0, "nothing reached the app");
+}
+
+#[tokio::test]
+async fn rows3_to_5_direct_to_a_web_pod() {
+    let mut mesh = Mesh::start(STRICT).await;
+    let pod = mesh.pods_of("web")[1].clone();
+    let ip = mesh.pod_ip(&pod);
+    let to_pod = mesh.via_sidecar("client", SocketAddr::new(ip, 8080)).await;
+    let mut conn = h1(to_pod).await;
+    // Row 3: Host is the pod IP: no Service name, so the destination refuses it.
+    let g = get1(&mut conn, &format!("{ip}:8080"), "/").await;
+    assert_eq!(g.status, 404, "{g:?}");
+    assert_eq!(g.reason.as_deref(), Some("no_route; side=destination; rule=R4.3"));
+    assert!(g.body.contains("Fix:"), "{}", g.body);
+    // Row 4: a Service's name: exactly the pod dialled.
+    for _ in 0..5 {
+        let g = get1(&mut conn, "web.shop", "/").await;
+        assert_eq!((g.status, g.pod.as_deref()), (200, Some(pod.as_str())));
+    }
+    // Row 5: an undeclared port is reset by the destination, and the application never sees a byte.
+    let undeclared = mesh.via_sidecar("client", SocketAddr::new(ip, UNDECLARED)).await;
+    assert!(is_reset(undeclared, b"GET / HTTP/1.1\r\nhost: web.shop\r\n\r\n").await);
+    assert_eq!(mesh.apps[&SocketAddr::new(ip, UNDECLARED)].connections(), 0);
+    assert!(mesh.log(&pod).iter().any(|r| r.reason == ReasonCode::UndeclaredPort));
+}
+
+#[tokio::test]
+async fn rows6_to_9_headless_pods_and_direct_tcp() {
+    let mut mesh = Mesh::start(STRICT).await;
+    // Rows 6 and 7: db-1 by IP, any Host (the headless fallback).
+    let db1 = mesh.pod_ip("db-1");
+    let mut conn = h1(mesh.via_sidecar("client", SocketAddr::new(db1, 8080)).await).await;
+    for host in ["db-1.db.shop.svc.cluster.local:8080", &format!("{db1}:8080")] {
+        let g = get1(&mut conn, host, "/").await;
+        assert_eq!((g.status, g.pod.as_deref()), (200, Some("db-1")), "{host}");
+    }
+    // Row 8: raw TCP to db-2:5000 over mTLS.
+    let db2 = mesh.via_sidecar("client", SocketAddr::new(mesh.pod_ip("db-2"), 5000)).await;
+    assert_eq!(tcp_exchange(db2, b"ping\n").await.unwrap(), "db-2 ping\n");
+    let inbound = mesh.log("db-2");
+    assert_eq!(inbound.last().unwrap().peer_identity.as_deref(), Some("spiffe://cluster.local/ns/shop/sa/client"));
+    // Row 9: raw TCP straight to a web pod's TCP port: it is not headless.
+    let web = mesh.pods_of("web")[0].clone();
+    let to_web = mesh.via_sidecar("client", SocketAddr::new(mesh.pod_ip(&web), 7000)).await;
+    assert!(is_reset(to_web, b"ping\n").await);
+    assert_eq!(mesh.log(&web).last().unwrap().reason, ReasonCode::DirectNotHeadless);
+}
+
+#[tokio::test]
+async fn row10_tcp_through_a_service_is_balanced_per_connection() {
+    let mut mesh = Mesh::start(STRICT).await;
+    let web = mesh.via_sidecar("client", mesh.service("web", 7000)).await;
+    let mut served = BTreeMap::new();
+    for i in 0..10 {
+        let answer = tcp_exchange(web, format!("hello {i}\n").as_bytes()).await.unwrap();
+        let pod = answer.split(' ').next().unwrap().to_string();
+        assert_eq!(answer, format!("{pod} hello {i}\n"));
+        *served.entry(pod).or_insert(0) += 1;
+    }
+    assert_eq!(served.keys().cloned().collect::<Vec<_>>(), mesh.pods_of("web"), "{served:?}");
+}
+
+#[tokio::test]
+async fn rows11_and_14_unknown_host_and_non_http_bytes() {
+    let mut mesh = Mesh::start(STRICT).await;
+    let web = mesh.via_sidecar("client", mesh.service("web", 80)).await;
+    let mut conn = h1(web).await;
+    let g = get1(&mut conn, "nothing.example", "/").await;
+    assert_eq!(g.status, 404);
+    assert_eq!(g.reason.as_deref(), Some("no_route; side=source; rule=R3.1"));
+    // Row 14: not HTTP on an HTTP port.
+    assert!(is_reset(web, b"\x00\x01hello\n").await);
+    assert!(mesh.log("client").iter().any(|r| r.reason == ReasonCode::ProtocolError));
+}
+
+#[tokio::test]
+async fn row13_plain_tcp_to_a_headless_pod() {
+    let mesh = Mesh::start(STRICT).await;
+    let db0 = mesh.plain(SocketAddr::new(mesh.pod_ip("db-0"), 5000));
+    assert!(is_reset(db0, b"ping\n").await);
+    let mesh = Mesh::start(PERMISSIVE).await;
+    let db0 = mesh.plain(SocketAddr::new(mesh.pod_ip("db-0"), 5000));
+    assert_eq!(tcp_exchange(db0, b"ping\n").await.unwrap(), "db-0 ping\n");
+}
+
+#[tokio::test]
+async fn row15_auto_port_http_per_request_and_tcp_per_connection() {
+    let mut mesh = Mesh::start(STRICT).await;
+    let echo = mesh.via_sidecar("client", mesh.service("echo", 9000)).await;
+    let mut conn = h1(echo).await;
+    let mut served = Vec::new();
+    for _ in 0..40 {
+        let g = get1(&mut conn, "echo.shop:9000", "/").await;
+        assert_eq!(g.status, 200);
+        served.push(g.pod);
+    }
+    assert_eq!(counts(served).len(), 2, "HTTP on an auto port is balanced per request");
+    let answer = tcp_exchange(echo, b"raw\n").await.unwrap();
+    assert!(answer.ends_with(" raw\n"), "{answer}");
+}
+
+#[tokio::test]
+async fn row17_a_service_of_plain_pods_is_reached_in_plaintext() {
+    let mut mesh = Mesh::start(STRICT).await;
+    let legacy = mesh.via_sidecar("client", mesh.service("legacy", 80)).await;
+    let mut conn = h1(legacy).await;
+    let g = get1(&mut conn, "legacy.shop", "/").await;
+    assert_eq!((g.status, g.pod.as_deref()), (200, Some("legacy")));
+    assert_eq!(mesh.log("client").last().unwrap().peer_identity, None);
+}
+
+#[tokio::test]
+async fn row18_http2_calls_on_one_connection_are_spread_per_request() {
+    let mut mesh = Mesh::start(STRICT).await;
+    let greeter = mesh.via_sidecar("client", mesh.service("greeter", 50051)).await;
+    let mut conn = h2(greeter).await;
+    let mut served = Vec::new();
+    for _ in 0..100 {
+        let req = http::Request::builder()
+            .uri("http://greeter.shop:50051/helloworld.Greeter/SayHello")
+            .method("POST")
+            .body(http_body_util::Empty::new())
+            .unwrap();
+        let g = got(conn.send_request(req).await.unwrap()).await;
+        assert_eq!(g.status, 200, "{g:?}");
+        served.push(g.pod);
+    }
+    let c = counts(served);
+    assert_eq!(c.len(), 2, "{c:?}");
+    assert!(c.values().all(|&n| n >= 30), "{c:?}");
+}

@@ -1,0 +1,236 @@
+//! The in-process tier: a whole mesh on 127.0.0.1. Every pod's application is a real echo server, every meshed
+//! pod has a real sidecar with real certificates from a test CA, and the routing comes from real manifests.
+//! What capture does in a pod is stood in for by listeners: each one stands for one original destination, and
+//! each sidecar's dialer maps pod IPs to the loopback sockets that play them.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use podmesh_compute::Index;
+use podmesh_identity::{Ca, Credentials};
+use podmesh_model::{ObjectKey, Source};
+use podmesh_proxy::{AccessLog, AccessRecord, ConfigHandle, Dialer, OrigDst, Proxy, Tls};
+use podmesh_testkit::echo::Echo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The port every application also listens on without any Service declaring it (R9 rows 5).
+pub const UNDECLARED: u16 = 9090;
+
+pub struct Mesh {
+    pub index: Index,
+    pub ca: Ca,
+    /// pod IP:port → the application serving it.
+    pub apps: HashMap<SocketAddr, Echo>,
+    /// A meshed pod's IP:port → the loopback listener standing for its inbound capture.
+    pub inbound: HashMap<SocketAddr, SocketAddr>,
+    pub sidecars: HashMap<String, Arc<Proxy>>,
+    pub logs: HashMap<String, AccessLog>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Mesh {
+    /// Loads `dirs` (relative to the repository root) and starts every application and sidecar.
+    pub async fn start(dirs: &[&str]) -> Mesh {
+        let sources: Vec<Source> = dirs.iter().map(|d| Source::Path(root().join(d))).collect();
+        let loaded = podmesh_model::load(&sources).unwrap();
+        let index = Index::new(loaded.cluster);
+        let ca = Ca::new(&index.cluster().mesh.trust_domain).unwrap();
+
+        // Every application socket: each endpoint of each Service, and an undeclared port on every pod.
+        let outbound = Arc::clone(index.outbound());
+        let mut sockets: HashMap<SocketAddr, String> = HashMap::new();
+        for up in outbound.clusters.values() {
+            for ep in &up.endpoints {
+                if let Some(pod) = &ep.pod {
+                    sockets.insert(ep.address, pod.name.to_string());
+                }
+            }
+        }
+        for (ip, pod) in &outbound.pods {
+            sockets.insert(SocketAddr::new(*ip, UNDECLARED), pod.pod.name.to_string());
+        }
+        let mut apps = HashMap::new();
+        for (addr, name) in &sockets {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            apps.insert(*addr, Echo::start(listener, name).await);
+        }
+        let meshed: HashMap<IpAddr, ObjectKey> =
+            outbound.pods.iter().filter(|(_, p)| p.identity.is_some()).map(|(ip, p)| (*ip, p.pod.clone())).collect();
+        let mut inbound_listeners = HashMap::new();
+        let mut inbound = HashMap::new();
+        for addr in sockets.keys().filter(|a| meshed.contains_key(&a.ip())) {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            inbound.insert(*addr, listener.local_addr().unwrap());
+            inbound_listeners.insert(*addr, listener);
+        }
+
+        let mut mesh = Mesh { index, ca, apps, inbound, sidecars: HashMap::new(), logs: HashMap::new(), tasks: vec![] };
+        for (ip, pod) in &meshed {
+            let cfg = mesh.index.proxy_config(pod).unwrap();
+            // A pod dials its own application directly, other meshed pods through their inbound capture.
+            let rewrites: HashMap<SocketAddr, SocketAddr> = mesh
+                .apps
+                .iter()
+                .map(|(addr, echo)| {
+                    let target = match mesh.inbound.get(addr) {
+                        Some(l) if addr.ip() != *ip => *l,
+                        _ => echo.local_addr(),
+                    };
+                    (*addr, target)
+                })
+                .collect();
+            let creds = mesh.credentials(&cfg.workload.identity, Duration::from_secs(3600));
+            let log = AccessLog::memory();
+            let proxy = Proxy::new(
+                ConfigHandle::new(cfg),
+                Tls::new(creds).unwrap(),
+                Dialer::default().with_rewrites(rewrites),
+                log.clone(),
+            );
+            let own: Vec<SocketAddr> = inbound_listeners.keys().filter(|a| a.ip() == *ip).copied().collect();
+            for addr in own {
+                let listener = inbound_listeners.remove(&addr).unwrap();
+                mesh.tasks.push(proxy.serve_inbound(listener, OrigDst::Fixed(addr)));
+            }
+            mesh.sidecars.insert(pod.name.to_string(), proxy);
+            mesh.logs.insert(pod.name.to_string(), log);
+        }
+        mesh
+    }
+
+    pub fn credentials(&self, identity: &podmesh_compute::Identity, ttl: Duration) -> Credentials {
+        let cert = self.ca.issue(identity, ttl).unwrap();
+        Credentials::from_pem(&cert.cert_chain_pem, &cert.key_pem, &self.ca.cert_pem()).unwrap()
+    }
+
+    /// Where `pod`'s application connects to reach `dst` through its sidecar: a listener standing for the
+    /// outbound capture of connections to `dst`.
+    pub async fn via_sidecar(&mut self, pod: &str, dst: SocketAddr) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let proxy = &self.sidecars[pod];
+        self.tasks.push(proxy.serve_outbound(listener, OrigDst::Fixed(dst)));
+        addr
+    }
+
+    /// Where a plain pod's connection to `dst` lands: the destination's inbound capture if it is meshed, else its
+    /// application. (A plain client's ClusterIP traffic is kube-proxy's: tests pick the endpoint.)
+    pub fn plain(&self, dst: SocketAddr) -> SocketAddr {
+        self.inbound.get(&dst).copied().unwrap_or_else(|| self.apps[&dst].local_addr())
+    }
+
+    pub fn pod_ip(&self, name: &str) -> IpAddr {
+        self.index.cluster().pods.values().find(|p| &*p.key.name == name).unwrap().ip
+    }
+
+    /// The pods of a workload, by name.
+    pub fn pods_of(&self, workload: &str) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .index
+            .cluster()
+            .pods
+            .values()
+            .filter(|p| p.owner.as_ref().is_some_and(|o| o.name == workload))
+            .map(|p| p.key.name.to_string())
+            .collect();
+        v.sort();
+        v
+    }
+
+    pub fn service(&self, name: &str, port: u16) -> SocketAddr {
+        let svc = self.index.cluster().services.values().find(|s| &*s.key.name == name).unwrap();
+        SocketAddr::new(svc.cluster_ips[0], port)
+    }
+
+    pub fn log(&self, pod: &str) -> Vec<AccessRecord> {
+        self.logs[pod].records()
+    }
+}
+
+/// An HTTP/1.1 connection.
+pub async fn h1(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<Empty<Bytes>> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+/// An HTTP/2 connection with prior knowledge (h2c).
+pub async fn h2(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<Empty<Bytes>> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+/// A response: status, the pod that served it (the echo's header), the reason header, the body.
+#[derive(Debug)]
+pub struct Got {
+    pub status: u16,
+    pub pod: Option<String>,
+    pub reason: Option<String>,
+    pub body: String,
+}
+
+pub fn request(host: &str, path: &str) -> http::Request<Empty<Bytes>> {
+    http::Request::builder().uri(path).header("host", host).body(Empty::new()).unwrap()
+}
+
+pub async fn got(resp: http::Response<hyper::body::Incoming>) -> Got {
+    let status = resp.status().as_u16();
+    let header = |n: &str| resp.headers().get(n).map(|v| v.to_str().unwrap().to_string());
+    let (pod, reason) = (header("x-echo-pod"), header("x-podmesh-reason"));
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    Got { status, pod, reason, body: String::from_utf8_lossy(&body).into_owned() }
+}
+
+pub async fn get1(sender: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>, host: &str, path: &str) -> Got {
+    let resp = tokio::time::timeout(Duration::from_secs(10), sender.send_request(request(host, path)))
+        .await
+        .expect("timed out")
+        .unwrap();
+    got(resp).await
+}
+
+/// Sends `bytes`, closes the write side, and reads until the other side closes. `Err` when it was reset.
+pub async fn tcp_exchange(addr: SocketAddr, bytes: &[u8]) -> std::io::Result<String> {
+    let mut s = TcpStream::connect(addr).await?;
+    s.write_all(bytes).await?;
+    s.shutdown().await?;
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer"))??;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// True when the connection was refused by a reset (or closed without an answer) rather than answered.
+pub async fn is_reset(addr: SocketAddr, bytes: &[u8]) -> bool {
+    match tcp_exchange(addr, bytes).await {
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        Ok(s) => s.is_empty(),
+    }
+}
