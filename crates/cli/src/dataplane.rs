@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -11,7 +12,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use podmesh_compute::Identity;
 use podmesh_identity::{Ca, Credentials};
 use podmesh_proxy::capture::{self, Exclude, Family};
-use podmesh_proxy::{AccessLog, ConfigHandle, Dialer, FileSource, OrigDst, Proxy, Tls};
+use podmesh_proxy::{AccessLog, AppMetrics, ConfigHandle, Dialer, FileSource, OrigDst, Proxy, Tls};
 use tokio::net::TcpListener;
 
 #[derive(Args, Debug)]
@@ -32,6 +33,22 @@ pub struct ProxyArgs {
     /// Where captured inbound connections arrive (R7: 15006).
     #[arg(long, default_value = "0.0.0.0:15006")]
     inbound: SocketAddr,
+    /// Merged Prometheus metrics (`/stats/prometheus`: the proxy's and the application's) and health, reachable
+    /// by other pods in plaintext (R7, R8).
+    #[arg(long, default_value = "0.0.0.0:15020")]
+    stats: SocketAddr,
+    /// Readiness (`/healthz/ready`), for the kubelet.
+    #[arg(long, default_value = "0.0.0.0:15021")]
+    readiness: SocketAddr,
+    /// Admin (`/config_dump`, `/clusters`, `/logging`); loopback clients only.
+    #[arg(long, default_value = "127.0.0.1:15000")]
+    admin: SocketAddr,
+    /// The application's own metrics port (the pod's `prometheus.io/port`), merged into /stats/prometheus.
+    #[arg(long, value_name = "PORT")]
+    app_metrics_port: Option<u16>,
+    /// Their path (`prometheus.io/path`).
+    #[arg(long, value_name = "PATH", default_value = "/metrics", requires = "app_metrics_port")]
+    app_metrics_path: String,
     /// SO_MARK on every connection the proxy opens, which the capture rules exclude. 0: no mark (the proxy
     /// runs under its own uid instead).
     #[arg(long, default_value_t = capture::DEFAULT_MARK)]
@@ -39,6 +56,10 @@ pub struct ProxyArgs {
     /// Access log: one JSON line per request and TCP connection.
     #[arg(long, value_enum, default_value = "stdout")]
     access_log: LogTarget,
+    /// On SIGTERM: stop accepting, let requests in flight finish (HTTP/2 GOAWAY, HTTP/1 `Connection: close`) for
+    /// up to this many seconds, then exit. Istio's terminationDrainDuration is 5 s.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5)]
+    drain_seconds: u64,
     /// Validate the config and certificates, print what would run, and exit.
     #[arg(long)]
     check: bool,
@@ -112,7 +133,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 pub fn proxy(a: ProxyArgs) -> Result<ExitCode> {
-    let config = podmesh_proxy::read_config(&a.config).map_err(|e| anyhow!(e))?;
+    let (source, config) = FileSource::open(&a.config, Duration::from_secs(1)).map_err(|e| anyhow!(e))?;
     let creds = Credentials::load(&a.cert, &a.key, &a.roots)?;
     if creds.identity() != &config.workload.identity {
         bail!(
@@ -143,20 +164,64 @@ pub fn proxy(a: ProxyArgs) -> Result<ExitCode> {
     runtime()?.block_on(async move {
         let handle = ConfigHandle::new(config);
         let proxy = Proxy::new(handle.clone(), Tls::new(creds)?, dialer, log);
-        let out = TcpListener::bind(a.outbound).await.with_context(|| format!("binding {}", a.outbound))?;
-        let inb = TcpListener::bind(a.inbound).await.with_context(|| format!("binding {}", a.inbound))?;
-        let _out = proxy.serve_outbound(out, OrigDst::Socket);
-        let _inb = proxy.serve_inbound(inb, OrigDst::Socket);
+        let bind =
+            |addr: SocketAddr| async move { TcpListener::bind(addr).await.with_context(|| format!("binding {addr}")) };
+        let app_metrics = a.app_metrics_port.map(|port| AppMetrics::new(port, &a.app_metrics_path));
+        let _tasks = [
+            proxy.serve_outbound(bind(a.outbound).await?, OrigDst::Socket),
+            proxy.serve_inbound(bind(a.inbound).await?, OrigDst::Socket),
+            podmesh_proxy::serve_stats(&proxy, bind(a.stats).await?, app_metrics),
+            podmesh_proxy::serve_readiness(&proxy, bind(a.readiness).await?),
+            podmesh_proxy::serve_admin(&proxy, bind(a.admin).await?),
+        ];
+        // Ready once every listener is bound: the application may now start (its traffic will be captured).
+        proxy.set_ready(true);
         let path = a.config.clone();
-        tokio::spawn(FileSource::new(a.config, Duration::from_secs(1)).run(handle, move |event| match event {
+        tokio::spawn(source.run(handle, move |event| match event {
             Ok(()) => eprintln!("podmesh proxy: reloaded {}", path.display()),
             Err(e) => eprintln!("podmesh proxy: kept the last good config: {e}"),
         }));
-        eprintln!("podmesh proxy: {summary}; outbound {}, inbound {}", a.outbound, a.inbound);
+        tokio::spawn(watch_certificates(Arc::clone(&proxy), a.cert, a.key, a.roots));
+        eprintln!(
+            "podmesh proxy: {summary}; outbound {}, inbound {}, stats {}, readiness {}, admin {}",
+            a.outbound, a.inbound, a.stats, a.readiness, a.admin
+        );
         shutdown_signal().await;
-        eprintln!("podmesh proxy: exiting");
+        eprintln!("podmesh proxy: draining for up to {} s", a.drain_seconds);
+        let left = proxy.drain(Duration::from_secs(a.drain_seconds)).await;
+        eprintln!("podmesh proxy: exiting ({left} connection(s) still open)");
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Rotation from files: when any of the three files changes and together they load, new handshakes use them
+/// (established connections keep theirs). A half-written set fails to load and is read again at its next change.
+async fn watch_certificates(proxy: Arc<Proxy>, cert: PathBuf, key: PathBuf, roots: PathBuf) {
+    let stamp =
+        || [&cert, &key, &roots].map(|p| std::fs::metadata(p).ok().and_then(|m| Some((m.modified().ok()?, m.len()))));
+    let mut seen = stamp();
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = stamp();
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        match Credentials::load(&cert, &key, &roots) {
+            Ok(creds) if creds.identity() == &proxy.tls.identity() => match proxy.tls.update(creds) {
+                Ok(()) => eprintln!("podmesh proxy: certificates reloaded"),
+                Err(e) => eprintln!("podmesh proxy: kept the current certificates: {e}"),
+            },
+            Ok(creds) => {
+                eprintln!(
+                    "podmesh proxy: kept the current certificates: the new ones are for {}, not {}",
+                    creds.identity().as_str(),
+                    proxy.tls.identity().as_str()
+                );
+            }
+            Err(e) => eprintln!("podmesh proxy: kept the current certificates for now: {e}"),
+        }
+    }
 }
 
 async fn shutdown_signal() {

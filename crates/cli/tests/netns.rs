@@ -161,7 +161,7 @@ impl Lab {
     /// The pod's sidecar: config from `podmesh routes`, a certificate from the lab CA, capture rules, the proxy.
     /// `as_uid`: run the proxy as that user and exclude it from capture by uid (as in a real pod); otherwise it
     /// runs as root and is excluded by socket mark.
-    fn sidecar(&mut self, pod: &str, as_uid: Option<u32>) {
+    fn sidecar(&mut self, pod: &str, as_uid: Option<u32>, extra: &[&str]) {
         let key = self.index.cluster().pods.values().find(|p| &*p.key.name == pod).unwrap().key.clone();
         let cfg: ProxyConfig = self.index.proxy_config(&key).unwrap();
         let dir = self.dir.join(pod);
@@ -188,7 +188,7 @@ impl Lab {
         run(&mut capture);
         let file = |f: &str| dir.join(f).to_str().unwrap().to_string();
         proxy.args(["--config", &file("config.json"), "--cert", &file("cert.pem"), "--key", &file("key.pem")]);
-        proxy.args(["--roots", &file("roots.pem")]);
+        proxy.args(["--roots", &file("roots.pem")]).args(extra);
         self.spawn(pod, "sidecar", proxy, "podmesh proxy: sidecar of");
     }
 
@@ -255,9 +255,11 @@ fn pods_in_network_namespaces_with_real_capture() {
         lab.pod(&pod, &[8080, 7000, 5000, 9090]);
     }
     // The client's sidecar runs as uid 1337 and is excluded by uid; the others by socket mark.
-    lab.sidecar("client", Some(1337));
-    for pod in web.iter().chain(std::iter::once(&"db-1".to_string())) {
-        lab.sidecar(pod, None);
+    lab.sidecar("client", Some(1337), &[]);
+    lab.sidecar("db-1", None, &[]);
+    for pod in &web {
+        // The echo's own /metrics, merged into the sidecar's 15020 (R8).
+        lab.sidecar(pod, None, &["--app-metrics-port", "8080", "--app-metrics-path", "/metrics"]);
     }
 
     // R9 row 1: one keep-alive connection (curl reuses it for every URL), balanced per request over both pods.
@@ -312,6 +314,19 @@ fn pods_in_network_namespaces_with_real_capture() {
     let (code, _) = lab.curl("client", &["http://10.244.0.1:1/"]);
     assert_ne!(code, 0);
     assert!(lab.log("client").iter().any(|r| r["reason"] == "upstream_connect_failure" && r["dst"] == "10.244.0.1:1"));
+
+    // Row 16: a plain pod scrapes a meshed pod's 15020 in plaintext, even under STRICT: the proxy's metrics
+    // and the application's own. A meshed client reaches it too (sent as is: sidecar ports are not captured).
+    let stats = format!("http://{pod_ip}:15020/stats/prometheus");
+    for from in ["legacy", "client"] {
+        let (code, text) = lab.curl(from, &[&stats]);
+        assert_eq!(code, 0, "{from}: {text}");
+        assert!(text.contains("istio_requests_total{reporter=\"destination\""), "{from}: {text}");
+        assert!(text.contains("source_principal=\"spiffe://cluster.local/ns/shop/sa/client\""), "{text}");
+        assert!(text.contains(&format!("echo_requests_total{{pod=\"{}\"}}", web[0])), "{from}: {text}");
+    }
+    let (code, _) = lab.curl("legacy", &["-f", &format!("http://{pod_ip}:15021/healthz/ready")]);
+    assert_eq!(code, 0, "readiness");
 
     // The proxies' own connections were not captured again: every request above arrived exactly once.
     let web_requests: usize = web.iter().map(|p| lab.log(p).iter().filter(|r| r["reason"] == "ok").count()).sum();

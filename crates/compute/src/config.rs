@@ -354,6 +354,10 @@ pub struct Endpoint {
 #[serde(rename_all = "camelCase")]
 pub struct DirectPod {
     pub pod: ObjectKey,
+    /// The Deployment/StatefulSet that owns the pod, else the pod's name: the peer's `*_workload` metrics label.
+    /// Empty in configs written before the field existed.
+    #[serde(default)]
+    pub workload: String,
     /// None for a plain pod (no sidecar): traffic to it is plaintext.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<Identity>,

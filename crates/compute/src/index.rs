@@ -497,6 +497,7 @@ impl Index {
                 pod.ip,
                 DirectPod {
                     pod: pod.key.clone(),
+                    workload: pod.workload_name().to_string(),
                     identity: pod.sidecar.then(|| self.identity_of(pod)),
                     mtls: self.modes.get(&pod.key).cloned(),
                 },

@@ -14,9 +14,9 @@ use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use podmesh_compute::Identity;
-use podmesh_route::Rejection;
 use podmesh_route::reason::REASON_HEADER;
 use podmesh_route::request::Headers;
+use podmesh_route::{Rejection, Rule, Side};
 
 use crate::io::Io;
 
@@ -34,7 +34,185 @@ pub fn rejection_response(r: &Rejection) -> Response<RespBody> {
     if let Ok(v) = HeaderValue::from_str(&format!("{}; side={}; rule={}", r.reason, r.side, r.rule)) {
         h.insert(HeaderName::from_static(REASON_HEADER), v);
     }
+    if r.reason == podmesh_route::ReasonCode::ProtocolError {
+        // After a malformed request, the rest of the connection cannot be trusted to be framed as it claims.
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     resp
+}
+
+/// Request heads an intermediary must not forward (RFC 9112 §6.3, §3.2; RFC 9113 §8.3.1): two parties could
+/// read their framing or their target differently — request smuggling, or a Host check passed for one name and
+/// routed by another. The HTTP parser (hyper, httparse) already refuses bad syntax: obsolete line folding,
+/// whitespace before a colon, CR, LF or NUL in a value, an invalid or conflicting Content-Length, a
+/// Transfer-Encoding other than chunked.
+pub fn malformed<B>(req: &Request<B>, side: Side) -> Option<Rejection> {
+    let h = req.headers();
+    let count = |name: header::HeaderName| h.get_all(name).iter().count();
+    let problem = if count(header::HOST) > 1 {
+        "the request has several Host headers"
+    } else if h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH) {
+        "the request has both Content-Length and Transfer-Encoding"
+    } else if count(header::CONTENT_LENGTH) > 1 {
+        "the request has several Content-Length headers"
+    } else if let (Some(authority), Some(host)) = (req.uri().authority(), h.get(header::HOST)) {
+        if host.as_bytes().eq_ignore_ascii_case(authority.as_str().as_bytes()) {
+            return None;
+        }
+        if req.version() == Version::HTTP_2 {
+            "the request's Host header differs from its :authority"
+        } else {
+            "the request's absolute target names another host than its Host header"
+        }
+    } else {
+        return None;
+    };
+    Some(Rejection::new(
+        podmesh_route::ReasonCode::ProtocolError,
+        side,
+        Rule::R6,
+        format!("{problem}: an intermediary cannot forward it unambiguously."),
+        "send one Host (or :authority), and frame the body by Content-Length or chunked encoding, not both",
+    ))
+}
+
+/// Whether forwarding failed because the client's own request body was malformed (e.g. a bad chunk size): the
+/// body is streamed, so this shows up only while sending it on.
+pub fn client_body_error(e: &hyper::Error) -> bool {
+    // hyper's client reports a failing request body as a user error whose cause is the server side's own
+    // error reading that body from the client (a bad chunk, or the client going away mid-body).
+    e.is_user() && std::error::Error::source(e).is_some_and(|s| s.downcast_ref::<hyper::Error>().is_some())
+}
+
+/// The refusal for a malformed request body. The request was already on its way (bodies are streamed), so the
+/// application saw it aborted, never complete.
+pub fn body_error(e: &hyper::Error, side: Side) -> Rejection {
+    Rejection::new(
+        podmesh_route::ReasonCode::ProtocolError,
+        side,
+        Rule::R6,
+        format!("the request body is malformed: {e}"),
+        "frame the body correctly (valid chunk sizes, or exactly Content-Length bytes)",
+    )
+}
+
+/// Serves one client connection with the hardening limits, and logs a request the HTTP parser refused (it
+/// answers 400 itself and closes) as `protocol_error`.
+pub async fn serve_connection<S>(
+    log: &crate::AccessLog,
+    io: Box<dyn Io>,
+    svc: S,
+    mut rec: crate::AccessRecord,
+    mut drain: tokio::sync::watch::Receiver<bool>,
+) where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<RespBody>, Error = Infallible> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    let start = std::time::Instant::now();
+    let limits = crate::limits::Limits::default();
+    // The first request's head, checked on its raw bytes: hyper resolves some ambiguities silently (it lets
+    // Transfer-Encoding win over Content-Length and drops the latter), which the contract refuses outright.
+    let mut io = io;
+    let mut head = bytes::BytesMut::new();
+    if crate::io::read_head(&mut io, &mut head, limits.max_header_bytes, limits.header_read_timeout).await
+        && let Some(problem) = precheck(&head)
+    {
+        let rej = Rejection::new(
+            podmesh_route::ReasonCode::ProtocolError,
+            rec_side(&rec),
+            Rule::R6,
+            format!("{problem}: an intermediary cannot forward it unambiguously."),
+            "send well-formed HTTP/1.1 (RFC 9112): one Host, and a body framed by Content-Length or chunked, not both",
+        );
+        let _ = tokio::io::AsyncWriteExt::write_all(&mut io, &raw_response(&rej)).await;
+        let _ = tokio::io::AsyncWriteExt::shutdown(&mut io).await;
+        if let Ok(req) = httparse_head(&head) {
+            rec.method = req.0;
+            rec.path = req.1;
+        }
+        rec.rejected(&rej);
+        rec.status = Some(400);
+        log.write(rec, start.elapsed());
+        return;
+    }
+    let io: Box<dyn Io> = Box::new(crate::io::Prefixed::new(head, io));
+    let builder = limits.server();
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    let served = tokio::select! {
+        served = conn.as_mut() => served,
+        // Draining: HTTP/2 gets GOAWAY, HTTP/1 finishes the request in flight with `Connection: close`.
+        // (The guard `wait_for` returns is dropped inside, so the future stays Send.)
+        _ = async { drop(drain.wait_for(|d| *d).await) } => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = served {
+        let parse = e.downcast_ref::<hyper::Error>().is_some_and(|e| e.is_parse() || e.is_parse_too_large());
+        if parse {
+            rec.rejected(&Rejection::new(
+                podmesh_route::ReasonCode::ProtocolError,
+                rec_side(&rec),
+                Rule::R6,
+                format!("the HTTP parser refused the request: {e}"),
+                "send well-formed HTTP/1.1 (RFC 9112) or HTTP/2",
+            ));
+            rec.status = Some(if e.to_string().contains("too large") { 431 } else { 400 });
+            log.write(rec, start.elapsed());
+        }
+    }
+}
+
+/// What is wrong with a complete HTTP/1 request head, when it is something podmesh answers itself: bad syntax
+/// (httparse, with hyper's own strictness), or framing and target ambiguities. `None` also for what hyper refuses
+/// on its own terms (too many headers: 431).
+fn precheck(head: &[u8]) -> Option<String> {
+    let mut headers = [httparse::EMPTY_HEADER; 100];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(head) {
+        Err(httparse::Error::TooManyHeaders) | Ok(httparse::Status::Partial) => return None,
+        Err(e) => return Some(format!("the request head is malformed ({e})")),
+        Ok(httparse::Status::Complete(_)) => {}
+    }
+    let count = |name: &str| req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case(name)).count();
+    let problem = if count("host") > 1 {
+        "the request has several Host headers"
+    } else if count("transfer-encoding") > 0 && count("content-length") > 0 {
+        "the request has both Content-Length and Transfer-Encoding"
+    } else if count("content-length") > 1 {
+        "the request has several Content-Length headers"
+    } else {
+        return None;
+    };
+    Some(problem.to_string())
+}
+
+/// Method and path of a head, for the access log.
+fn httparse_head(head: &[u8]) -> Result<(Option<String>, Option<String>), httparse::Error> {
+    let mut headers = [httparse::EMPTY_HEADER; 100];
+    let mut req = httparse::Request::new(&mut headers);
+    req.parse(head)?;
+    Ok((req.method.map(str::to_string), req.path.map(str::to_string)))
+}
+
+/// A rejection as HTTP/1.1 bytes, for answering before hyper has the connection.
+fn raw_response(r: &Rejection) -> Vec<u8> {
+    let resp = rejection_response(r);
+    let body = r.body();
+    let mut out = format!("HTTP/1.1 {}\r\n", resp.status());
+    for (name, value) in resp.headers() {
+        out.push_str(&format!("{name}: {}\r\n", value.to_str().unwrap_or_default()));
+    }
+    out.push_str(&format!("content-length: {}\r\n\r\n{body}", body.len()));
+    out.into_bytes()
+}
+
+fn rec_side(rec: &crate::AccessRecord) -> Side {
+    match rec.direction {
+        crate::Direction::Outbound => Side::Source,
+        crate::Direction::Inbound => Side::Destination,
+    }
 }
 
 /// Answers a refused request (R6) and logs it with its reason and status.
@@ -308,6 +486,15 @@ pub async fn forward(
                     tokio::spawn(async move {
                         if let (Ok(a), Ok(b)) = (down.await, up.await) {
                             let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(a), &mut TokioIo::new(b)).await;
+                        }
+                    });
+                } else if let Some(down) = downstream_upgrade {
+                    // Declined (e.g. `Upgrade: h2c` answered in HTTP/1.1): the connection goes on, but hyper still
+                    // hands its stream to this upgrade when it ends, instead of shutting it down; close it in order
+                    // then (over mTLS, a close_notify), or the far side sees a truncated stream and resets.
+                    tokio::spawn(async move {
+                        if let Ok(client) = down.await {
+                            let _ = tokio::io::AsyncWriteExt::shutdown(&mut TokioIo::new(client)).await;
                         }
                     });
                 }

@@ -10,8 +10,6 @@ use bytes::BytesMut;
 use http::Request;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use podmesh_compute::{InboundPort, Protocol};
 use podmesh_model::{MtlsMode, TargetPort};
 use podmesh_route::inbound::{self, Connection};
@@ -21,8 +19,8 @@ use tokio::net::TcpStream;
 
 use crate::Proxy;
 use crate::http::{
-    ForwardError, PoolKey, RespBody, ServiceResult, forward, host_of, protocol_name, refuse_request, set_target,
-    strip_hop_by_hop, wants_upgrade,
+    ForwardError, PoolKey, RespBody, ServiceResult, body_error, client_body_error, forward, host_of, malformed,
+    protocol_name, refuse_request, serve_connection, set_target, strip_hop_by_hop, wants_upgrade,
 };
 use crate::io::{Io, Prefixed, Sniffed, read_more, sniff};
 use crate::log::{AccessRecord, Direction};
@@ -171,12 +169,16 @@ async fn serve_http(
     src: SocketAddr,
     dst: SocketAddr,
 ) {
+    let mut rec = AccessRecord::new(Direction::Inbound, "http/1.1", src, dst);
+    rec.peer_identity = peer.as_ref().map(|p| p.identity.as_str().to_string());
     let shared = Arc::new((port, peer));
+    let log = proxy.log.clone();
+    let draining = proxy.draining();
     let svc = service_fn(move |req: Request<Incoming>| {
         let (proxy, shared) = (Arc::clone(&proxy), Arc::clone(&shared));
         async move { ServiceResult::Ok(request(&proxy, &shared.0, shared.1.as_ref(), req, src, dst).await) }
     });
-    let _ = auto::Builder::new(TokioExecutor::new()).serve_connection_with_upgrades(TokioIo::new(client), svc).await;
+    serve_connection(&log, client, svc, rec, draining).await;
 }
 
 async fn request(
@@ -192,6 +194,9 @@ async fn request(
     let mut rec = AccessRecord::new(Direction::Inbound, protocol_name(req.version()), src, dst);
     request_fields(&mut rec, &req);
     rec.peer_identity = peer.map(|p| p.identity.as_str().to_string());
+    if let Some(rej) = malformed(&req, Side::Destination) {
+        return refuse_request(&proxy.log, rec, &rej, start);
+    }
     // The port as configured now (a reload may have changed its hosts), else as admitted.
     let port = cfg.inbound.ports.get(&port.port).unwrap_or(port);
     if let Err(rej) = inbound::http_request(&cfg, port, host_of(&req), peer) {
@@ -210,6 +215,9 @@ async fn request(
             resp.map(RespBody::Left)
         }
         Err((ForwardError::Connect(e), _)) => refuse_request(&proxy.log, rec, &app_unreachable(app, &e), start),
+        Err((ForwardError::Send(e), _)) if client_body_error(&e) => {
+            refuse_request(&proxy.log, rec, &body_error(&e, Side::Destination), start)
+        }
         Err((ForwardError::Send(e), _)) => {
             let rej = Rejection::new(
                 ReasonCode::UpstreamReset,

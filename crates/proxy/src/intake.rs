@@ -41,16 +41,22 @@ pub fn read_config(path: &Path) -> Result<ProxyConfig, String> {
 pub struct FileSource {
     path: PathBuf,
     interval: Duration,
+    /// The version of the file last read; set before reading, so no change can slip between read and watch.
+    seen: Option<(SystemTime, u64, u64)>,
 }
 
 impl FileSource {
-    pub fn new(path: impl Into<PathBuf>, interval: Duration) -> Self {
-        Self { path: path.into(), interval }
+    /// Reads the file and returns its config with the source that watches for the next version.
+    pub fn open(path: impl Into<PathBuf>, interval: Duration) -> Result<(Self, ProxyConfig), String> {
+        let path = path.into();
+        let seen = stamp(&path);
+        let config = read_config(&path)?;
+        Ok((Self { path, interval, seen }, config))
     }
 
     /// Runs until the task is dropped. `on_event` hears each reload and each rejected version.
     pub async fn run(self, handle: ConfigHandle, on_event: impl Fn(Result<(), String>) + Send) {
-        let mut seen = stamp(&self.path);
+        let mut seen = self.seen;
         loop {
             tokio::time::sleep(self.interval).await;
             let now = stamp(&self.path);

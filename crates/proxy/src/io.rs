@@ -151,6 +151,32 @@ pub async fn sniff<S: AsyncRead + Unpin>(stream: &mut S, timeout: Duration) -> i
     }
 }
 
+/// Reads until `buf` holds a whole HTTP/1 request head (`\r\n\r\n`, or bare `\n\n`), up to `max` bytes, the
+/// stream's end or `timeout`: true when it does. An HTTP/2 preface is not an HTTP/1 head: false at once.
+pub async fn read_head<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    max: usize,
+    timeout: Duration,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if buf.starts_with(b"PRI ") {
+            return false;
+        }
+        if buf.windows(4).any(|w| w == b"\r\n\r\n") || buf.windows(2).any(|w| w == b"\n\n") {
+            return true;
+        }
+        if buf.len() >= max {
+            return false;
+        }
+        match tokio::time::timeout_at(deadline, stream.read_buf(buf)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return false,
+        }
+    }
+}
+
 /// Reads more of a TLS ClientHello, up to `max` bytes in all, for parsing.
 pub async fn read_more<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut BytesMut, timeout: Duration) -> bool {
     matches!(tokio::time::timeout(timeout, stream.read_buf(buf)).await, Ok(Ok(n)) if n > 0)

@@ -11,30 +11,37 @@
 //! - [`inbound`] (R4): connections to the workload, captured to 15006: declared ports only, the port's mTLS
 //!   mode, the Host check with the headless fallback, the direct-TCP check; then on to the application.
 //! - Rejections answer with the documented status, a reason header and a one-line fix (R6); every request and
-//!   connection is access-logged with its reason ([`log`]).
+//!   connection is access-logged with its reason ([`log`]), and the same record feeds the Istio-style metrics
+//!   ([`metrics`]) that [`admin`] serves on 15020 with readiness (15021) and the admin API (127.0.0.1:15000).
 //!
 //! I/O sits at the edges ([`net`]): where connections come from (captured, with their original destination read
 //! from the socket, or a listener standing for one destination in the in-process tests) and how the proxy dials.
 
+pub mod admin;
 pub mod capture;
 pub mod http;
 pub mod inbound;
 pub mod intake;
 pub mod io;
+pub mod limits;
 pub mod log;
+pub mod metrics;
 pub mod net;
 pub mod outbound;
 pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use podmesh_balance::Loads;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+pub use admin::{AppMetrics, serve_admin, serve_readiness, serve_stats};
 pub use intake::{ConfigHandle, FileSource, read_config};
-pub use log::{AccessLog, AccessRecord, Direction};
+pub use log::{AccessLog, AccessRecord, Direction, Sink};
+pub use metrics::{Metrics, Telemetry};
 pub use net::{Dialer, OrigDst};
 pub use tls::Tls;
 
@@ -44,25 +51,68 @@ pub struct Proxy {
     pub config: ConfigHandle,
     pub tls: Tls,
     pub dialer: Dialer,
+    /// The access log given to [`Proxy::new`], with this proxy's telemetry attached: every record written to it
+    /// also feeds the metrics.
     pub log: AccessLog,
+    telemetry: Arc<Telemetry>,
+    /// Set by whoever starts the proxy once its listeners are bound; `/healthz/ready` answers 503 until then.
+    ready: AtomicBool,
     /// HTTP requests in flight per endpoint (least request).
     requests: Loads<SocketAddr>,
     /// Open TCP connections per endpoint (least connections).
     connections: Loads<SocketAddr>,
     pool: http::Pool,
+    /// Set to true when draining: accept loops stop, HTTP connections finish their request and close.
+    drain: tokio::sync::watch::Sender<bool>,
+    /// Client connections being handled, for the drain to wait on.
+    active: Arc<AtomicUsize>,
 }
 
 impl Proxy {
     pub fn new(config: ConfigHandle, tls: Tls, dialer: Dialer, log: AccessLog) -> Arc<Self> {
+        let telemetry = Arc::new(Telemetry::new(config.clone()));
+        let log = log.with_telemetry(Arc::clone(&telemetry));
         Arc::new(Self {
             config,
             tls,
             dialer,
             log,
+            telemetry,
+            ready: AtomicBool::new(false),
             requests: Loads::default(),
             connections: Loads::default(),
             pool: http::Pool::default(),
+            drain: tokio::sync::watch::Sender::new(false),
+            active: Arc::new(AtomicUsize::new(0)),
         })
+    }
+
+    /// This sidecar's metrics, fed by every access record.
+    pub fn metrics(&self) -> &Metrics {
+        self.telemetry.metrics()
+    }
+
+    pub fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.telemetry
+    }
+
+    /// Marks the proxy ready (or not) for `/healthz/ready`: call it once the capture listeners are bound.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// HTTP requests in flight to `endpoint` now (what least-request balancing sees).
+    pub fn requests_in_flight(&self, endpoint: &SocketAddr) -> u64 {
+        self.requests.load(endpoint)
+    }
+
+    /// Open TCP connections to `endpoint` now (what least-connections balancing sees).
+    pub fn open_connections(&self, endpoint: &SocketAddr) -> u64 {
+        self.connections.load(endpoint)
     }
 
     /// Accepts outbound connections (the application's own, captured) until the task is aborted.
@@ -77,9 +127,15 @@ impl Proxy {
 
     fn serve(self: &Arc<Self>, listener: TcpListener, orig: OrigDst, direction: Direction) -> JoinHandle<()> {
         let proxy = Arc::clone(self);
+        let mut draining = self.drain.subscribe();
         tokio::spawn(async move {
             loop {
-                let (stream, src) = match listener.accept().await {
+                let accepted = tokio::select! {
+                    a = listener.accept() => a,
+                    // Draining: stop accepting; the listener closes when this task ends.
+                    _ = async { drop(draining.wait_for(|d| *d).await) } => return,
+                };
+                let (stream, src) = match accepted {
                     Ok(a) => a,
                     Err(e) => {
                         // Out of file descriptors and the like: back off rather than spin.
@@ -98,7 +154,9 @@ impl Proxy {
                     }
                 };
                 let proxy = Arc::clone(&proxy);
+                let active = ActiveGuard::new(&proxy.active);
                 tokio::spawn(async move {
+                    let _active = active;
                     match direction {
                         Direction::Outbound => outbound::handle(proxy, stream, src, dst).await,
                         Direction::Inbound => inbound::handle(proxy, stream, src, dst).await,
@@ -108,8 +166,47 @@ impl Proxy {
         })
     }
 
+    /// Graceful drain (SIGTERM): stop accepting, tell HTTP clients to go (HTTP/2 GOAWAY; HTTP/1 `Connection:
+    /// close` on the response in flight, then close), and wait until every connection has ended or `grace` has
+    /// passed. Returns the number of connections still open at the end (TCP tunnels end only with the process).
+    pub async fn drain(&self, grace: std::time::Duration) -> usize {
+        self.set_ready(false);
+        self.drain.send_replace(true);
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.active.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// Resolves when a drain has begun.
+    pub(crate) fn draining(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.drain.subscribe()
+    }
+
+    /// Client connections being handled now.
+    pub fn active_connections(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+
     /// How long to wait for a client's first bytes before treating the connection as opaque TCP (R1.3).
     fn detection_timeout(&self) -> std::time::Duration {
         self.config.current().mesh.protocol_detection_timeout
+    }
+}
+
+/// Counts one client connection for as long as its task runs.
+struct ActiveGuard(Arc<AtomicUsize>);
+
+impl ActiveGuard {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(Arc::clone(count))
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }

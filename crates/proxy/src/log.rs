@@ -1,4 +1,6 @@
-//! The access log: one JSON line per HTTP request and per TCP connection, with its reason code (R6).
+//! The access log: one JSON line per HTTP request and per TCP connection, with its reason code (R6). Every
+//! request and connection ends in exactly one [`AccessLog::write`], which is why the metrics are recorded there
+//! too ([`crate::metrics`]).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -8,11 +10,22 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use podmesh_route::{ReasonCode, Rejection, Side};
 use serde::Serialize;
 
+use crate::metrics::Telemetry;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {
     Outbound,
     Inbound,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Outbound => "outbound",
+            Direction::Inbound => "inbound",
+        }
+    }
 }
 
 /// One access-log line. Field names are documented in the README.
@@ -102,7 +115,7 @@ impl AccessRecord {
 
 /// Where access-log lines go.
 #[derive(Debug, Clone, Default)]
-pub enum AccessLog {
+pub enum Sink {
     #[default]
     Off,
     /// One JSON line per record on standard output.
@@ -111,34 +124,105 @@ pub enum AccessLog {
     Memory(Arc<Mutex<Vec<AccessRecord>>>),
 }
 
+impl Sink {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Sink::Off => "off",
+            Sink::Stdout => "stdout",
+            Sink::Memory(_) => "memory",
+        }
+    }
+}
+
+/// The one point every request and connection ends in: an access-log sink, and — once a [`crate::Proxy`] owns the
+/// log — its telemetry, which turns each record into metrics ([`crate::metrics`]) and can switch the log itself
+/// off at runtime (the admin `/logging` endpoint). Clones share the sink and the telemetry.
+#[derive(Debug, Clone, Default)]
+pub struct AccessLog {
+    sink: Sink,
+    telemetry: Option<Arc<Telemetry>>,
+}
+
+// `AccessLog` was an enum of sinks; these keep its callers' `AccessLog::Stdout` and `AccessLog::Off` compiling.
+#[allow(non_upper_case_globals)]
+impl AccessLog {
+    /// No access-log lines (a proxy still records metrics).
+    pub const Off: AccessLog = AccessLog { sink: Sink::Off, telemetry: None };
+    /// One JSON line per record on standard output.
+    pub const Stdout: AccessLog = AccessLog { sink: Sink::Stdout, telemetry: None };
+}
+
+impl From<Sink> for AccessLog {
+    fn from(sink: Sink) -> Self {
+        AccessLog { sink, telemetry: None }
+    }
+}
+
 impl AccessLog {
     pub fn memory() -> Self {
-        AccessLog::Memory(Arc::default())
+        Sink::Memory(Arc::default()).into()
+    }
+
+    pub fn sink(&self) -> &Sink {
+        &self.sink
+    }
+
+    /// The same sink, feeding `telemetry` too.
+    pub fn with_telemetry(mut self, telemetry: Arc<Telemetry>) -> Self {
+        self.telemetry = Some(telemetry);
+        self
+    }
+
+    pub fn telemetry(&self) -> Option<&Arc<Telemetry>> {
+        self.telemetry.as_ref()
+    }
+
+    /// Whether records reach the sink: false once switched off at runtime ([`AccessLog::set_enabled`]).
+    pub fn enabled(&self) -> bool {
+        self.telemetry.as_ref().is_none_or(|t| t.access_log_enabled())
+    }
+
+    /// Switches writing to the sink on or off for this log and every clone sharing its telemetry; metrics are
+    /// recorded either way. False (and nothing changes) when the log has no telemetry, i.e. no proxy owns it.
+    pub fn set_enabled(&self, on: bool) -> bool {
+        match &self.telemetry {
+            Some(t) => {
+                t.set_access_log_enabled(on);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Records `r`, stamping its end time and duration.
     pub fn write(&self, mut r: AccessRecord, elapsed: Duration) {
-        if matches!(self, AccessLog::Off) {
+        if let Some(t) = &self.telemetry {
+            t.record(&r, elapsed);
+            if !t.access_log_enabled() {
+                return;
+            }
+        }
+        if matches!(self.sink, Sink::Off) {
             return;
         }
         r.time = rfc3339(SystemTime::now());
         r.duration_ms = elapsed.as_secs_f64() * 1000.0;
-        match self {
-            AccessLog::Off => {}
-            AccessLog::Stdout => {
+        match &self.sink {
+            Sink::Off => {}
+            Sink::Stdout => {
                 if let Ok(mut line) = serde_json::to_vec(&r) {
                     line.push(b'\n');
                     let _ = std::io::stdout().lock().write_all(&line);
                 }
             }
-            AccessLog::Memory(v) => v.lock().unwrap_or_else(PoisonError::into_inner).push(r),
+            Sink::Memory(v) => v.lock().unwrap_or_else(PoisonError::into_inner).push(r),
         }
     }
 
     /// The records kept so far (memory log only).
     pub fn records(&self) -> Vec<AccessRecord> {
-        match self {
-            AccessLog::Memory(v) => v.lock().unwrap_or_else(PoisonError::into_inner).clone(),
+        match &self.sink {
+            Sink::Memory(v) => v.lock().unwrap_or_else(PoisonError::into_inner).clone(),
             _ => Vec::new(),
         }
     }

@@ -9,8 +9,6 @@ use bytes::BytesMut;
 use http::Request;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use podmesh_balance::{Rng, least_loaded, p2c};
 use podmesh_compute::{Endpoint, Listener, Protocol, ProxyConfig, Upstream};
 use podmesh_route::outbound::{self, Connection};
@@ -20,8 +18,9 @@ use tokio::net::TcpStream;
 
 use crate::Proxy;
 use crate::http::{
-    ForwardError, HeaderView, PoolKey, RespBody, ServiceResult, forward, host_of, protocol_name, refuse_request,
-    rejection_response, set_target, strip_hop_by_hop, wants_upgrade,
+    ForwardError, HeaderView, PoolKey, RespBody, ServiceResult, body_error, client_body_error, forward, host_of,
+    malformed, protocol_name, refuse_request, rejection_response, serve_connection, set_target, strip_hop_by_hop,
+    wants_upgrade,
 };
 use crate::io::{Prefixed, Sniffed, reset, sniff};
 use crate::log::{AccessRecord, Direction};
@@ -123,8 +122,8 @@ async fn reject_connection(
                 log.write(rec, start.elapsed());
                 async move { ServiceResult::Ok(resp) }
             });
-            let io = TokioIo::new(Prefixed::new(buf, stream));
-            let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(io, svc).await;
+            let rec = AccessRecord::new(Direction::Outbound, "http/1.1", src, dst);
+            serve_connection(&proxy.log, Box::new(Prefixed::new(buf, stream)), svc, rec, proxy.draining()).await;
         }
         _ => {
             let mut rec = AccessRecord::new(Direction::Outbound, "tcp", src, dst);
@@ -243,11 +242,14 @@ async fn serve_http(
     dst: SocketAddr,
 ) {
     let listener = Arc::new(listener);
+    let log = proxy.log.clone();
+    let draining = proxy.draining();
     let svc = service_fn(move |req: Request<Incoming>| {
         let (proxy, listener) = (Arc::clone(&proxy), Arc::clone(&listener));
         async move { ServiceResult::Ok(request(&proxy, &listener, req, src, dst).await) }
     });
-    let _ = auto::Builder::new(TokioExecutor::new()).serve_connection_with_upgrades(TokioIo::new(client), svc).await;
+    let rec = AccessRecord::new(Direction::Outbound, "http/1.1", src, dst);
+    serve_connection(&log, Box::new(client), svc, rec, draining).await;
 }
 
 /// One HTTP request on a Service connection: route by Host (Host wins), pick a destination by weight, an endpoint
@@ -264,6 +266,9 @@ async fn request(
     let cfg = proxy.config.current();
     let mut rec = AccessRecord::new(Direction::Outbound, protocol_name(req.version()), src, dst);
     request_fields(&mut rec, &req);
+    if let Some(rej) = malformed(&req, Side::Source) {
+        return refuse_request(&proxy.log, rec, &rej, start);
+    }
     let mut rng = Rng::from_entropy();
     let up = {
         let headers = HeaderView(req.headers());
@@ -304,6 +309,9 @@ async fn request(
             Err((ForwardError::Connect(e), Some(back))) => {
                 last_error = format!("{}: {e}", ep.address);
                 req = back;
+            }
+            Err((ForwardError::Send(e), _)) if client_body_error(&e) => {
+                return refuse_request(&proxy.log, rec, &body_error(&e, Side::Source), start);
             }
             Err((e, _)) => {
                 let rej = Rejection::new(

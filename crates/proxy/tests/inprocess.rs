@@ -199,3 +199,102 @@ async fn row18_http2_calls_on_one_connection_are_spread_per_request() {
     assert_eq!(c.len(), 2, "{c:?}");
     assert!(c.values().all(|&n| n >= 30), "{c:?}");
 }
+
+#[tokio::test]
+async fn row12_and_reload_a_new_config_file_applies_to_the_next_request() {
+    use podmesh_proxy::{FileSource, read_config};
+    use std::time::Duration;
+
+    let mut mesh = Mesh::start(STRICT).await;
+    let web = mesh.via_sidecar("client", mesh.service("web", 80)).await;
+    let mut conn = h1(web).await;
+    assert_eq!(get1(&mut conn, "web.shop", "/").await.status, 200);
+
+    // The config file the sidecar watches: the same config, then one where no web pod is ready (row 12).
+    let dir = std::env::temp_dir().join(format!("podmesh-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("client.json");
+    let proxy = &mesh.sidecars["client"];
+    let good = (*proxy.config.current()).clone();
+    let write = |cfg: &podmesh_compute::ProxyConfig| {
+        // Write aside and rename over, as tools that replace config files do.
+        let tmp = dir.join("client.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec(cfg).unwrap()).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+    };
+    write(&good);
+    let (source, read) = FileSource::open(&path, Duration::from_millis(20)).unwrap();
+    assert_eq!(read, good);
+    let (events, mut heard) = tokio::sync::mpsc::unbounded_channel();
+    let watcher = tokio::spawn(source.run(proxy.config.clone(), move |e: Result<(), String>| {
+        let _ = events.send(e);
+    }));
+    let mut none_ready = good.clone();
+    let mut outbound = (*none_ready.outbound).clone();
+    for up in outbound.clusters.values_mut().filter(|u| &*u.service.name == "web") {
+        for ep in &mut up.endpoints {
+            ep.ready = false;
+        }
+    }
+    none_ready.outbound = std::sync::Arc::new(outbound);
+    write(&none_ready);
+    assert_eq!(next(&mut heard).await, Ok(()));
+    // The same client connection: the next request sees the new config.
+    let g = get1(&mut conn, "web.shop", "/").await;
+    assert_eq!(g.status, 503, "{g:?}");
+    assert_eq!(g.reason.as_deref(), Some("no_healthy_upstream; side=source; rule=R3.1"));
+
+    // A broken file is refused and the last good config stays.
+    std::fs::write(&path, b"{ not json").unwrap();
+    let e = next(&mut heard).await.unwrap_err();
+    assert!(e.contains("not a sidecar config"), "{e}");
+    assert_eq!(get1(&mut conn, "web.shop", "/").await.status, 503);
+    assert_eq!(read_config(&path).unwrap_err(), e);
+
+    write(&good);
+    assert_eq!(next(&mut heard).await, Ok(()));
+    assert_eq!(get1(&mut conn, "web.shop", "/").await.status, 200);
+    watcher.abort();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+async fn next(heard: &mut tokio::sync::mpsc::UnboundedReceiver<Result<(), String>>) -> Result<(), String> {
+    tokio::time::timeout(std::time::Duration::from_secs(5), heard.recv()).await.unwrap().unwrap()
+}
+
+#[tokio::test]
+async fn drain_finishes_requests_in_flight_and_stops_accepting() {
+    let mut mesh = Mesh::start(STRICT).await;
+    let web = mesh.service("web", 80);
+    let listener = mesh.via_sidecar("client", web).await;
+    let mut h1conn = h1(listener).await;
+    let mut h2conn = h2(listener).await;
+    // Both connections are established and have served a request.
+    assert_eq!(get1(&mut h1conn, "web.shop", "/").await.status, 200);
+    let h2req = |path: &str| {
+        http::Request::builder()
+            .uri(format!("http://web.shop{path}"))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap()
+    };
+    assert_eq!(got(h2conn.send_request(h2req("/")).await.unwrap()).await.status, 200);
+
+    // Requests in flight when the drain begins.
+    let slow1 = tokio::spawn(async move {
+        let resp = h1conn.send_request(request("web.shop", "/slow/400")).await.unwrap();
+        let close = resp.headers().get("connection").map(|v| v.to_str().unwrap().to_string());
+        (got(resp).await.status, close)
+    });
+    let slow2 = tokio::spawn(h2conn.send_request(h2req("/slow/400")));
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let proxy = std::sync::Arc::clone(&mesh.sidecars["client"]);
+    let drained = tokio::spawn(async move { proxy.drain(std::time::Duration::from_secs(5)).await });
+
+    let (status, close) = slow1.await.unwrap();
+    assert_eq!((status, close.as_deref()), (200, Some("close")), "HTTP/1: answered, then closed");
+    assert_eq!(got(slow2.await.unwrap().unwrap()).await.status, 200, "HTTP/2: the stream in flight completes");
+    assert_eq!(drained.await.unwrap(), 0, "every connection ended within the grace period");
+    // No new connections are accepted.
+    assert!(tokio::net::TcpStream::connect(listener).await.is_err());
+    assert!(!mesh.sidecars["client"].is_ready());
+}

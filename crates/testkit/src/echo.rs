@@ -391,6 +391,26 @@ async fn route(req: Request<Incoming>, conn: &Conn) -> Result<Response<ResBody>,
     if path == "/ws" {
         return Ok(upgrade(req, conn));
     }
+    if path == "/metrics" {
+        // The application's own Prometheus metrics, for the sidecar to merge into 15020 (R8).
+        drain(req.into_body()).await?;
+        let s = &conn.shared;
+        let body = format!(
+            "# HELP echo_requests_total HTTP requests served by the echo workload.\n\
+             # TYPE echo_requests_total counter\n\
+             echo_requests_total{{pod=\"{}\"}} {}\n\
+             # HELP echo_connections_total Connections accepted by the echo workload.\n\
+             # TYPE echo_connections_total counter\n\
+             echo_connections_total{{pod=\"{}\"}} {}\n",
+            s.name,
+            s.requests.load(Ordering::Relaxed),
+            s.name,
+            s.connections.load(Ordering::Relaxed)
+        );
+        let mut response = Response::new(full(body.into_bytes()));
+        response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+        return Ok(response);
+    }
     if path == "/close" {
         let h1 = req.version() < Version::HTTP_2;
         let mut response = reply(req, conn).await?;
