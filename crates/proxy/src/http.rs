@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -18,10 +19,14 @@ use podmesh_route::reason::REASON_HEADER;
 use podmesh_route::request::Headers;
 use podmesh_route::{Rejection, Rule, Side};
 
+use crate::body::Counted;
 use crate::io::Io;
 
 /// Bodies the proxy returns: the upstream's, streamed, or one it generated.
-pub type RespBody = Either<Incoming, Full<Bytes>>;
+pub type RespBody = Either<Counted<Incoming>, Full<Bytes>>;
+
+/// Request bodies the proxy forwards: the client's, counted.
+pub type ReqBody = Counted<Incoming>;
 
 /// A locally generated response for a rejection: the documented status, the reason header
 /// (`<code>; side=<side>; rule=<rule>`) and the one-line body with the fix (R6).
@@ -215,6 +220,38 @@ fn rec_side(rec: &crate::AccessRecord) -> Side {
     }
 }
 
+/// Counts a request's body, and returns the counter.
+pub fn count_request(req: Request<Incoming>) -> (Request<ReqBody>, Arc<AtomicU64>) {
+    let count = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&count);
+    (req.map(|b| Counted::new(b, counter, None)), count)
+}
+
+/// The upstream's response on its way to the client: its body is counted, and the request's record is written
+/// when that body ends, with both byte counts and the whole duration. A response cut short is `upstream_reset`.
+pub fn finish_response(
+    log: &crate::AccessLog,
+    resp: Response<Incoming>,
+    mut rec: crate::AccessRecord,
+    request_bytes: Arc<AtomicU64>,
+    start: std::time::Instant,
+) -> Response<RespBody> {
+    rec.status = Some(resp.status().as_u16());
+    let log = log.clone();
+    let sent = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&sent);
+    let on_end: crate::body::OnEnd = Box::new(move |complete| {
+        rec.bytes_received = request_bytes.load(Ordering::Relaxed);
+        rec.bytes_sent = sent.load(Ordering::Relaxed);
+        if !complete {
+            rec.reason(podmesh_route::ReasonCode::UpstreamReset);
+            rec.message = Some("the response was cut short (the upstream or the client went away)".into());
+        }
+        log.write(rec, start.elapsed());
+    });
+    resp.map(|b| Either::Left(Counted::new(b, counted, Some(on_end))))
+}
+
 /// Answers a refused request (R6) and logs it with its reason and status.
 pub fn refuse_request(
     log: &crate::AccessLog,
@@ -334,8 +371,8 @@ pub fn set_target<B>(req: &mut Request<B>, version: Version) {
 /// A connection to an upstream, ready for requests.
 #[derive(Debug)]
 pub enum Sender {
-    H1(http1::SendRequest<Incoming>),
-    H2(http2::SendRequest<Incoming>),
+    H1(http1::SendRequest<ReqBody>),
+    H2(http2::SendRequest<ReqBody>),
 }
 
 impl Sender {
@@ -347,7 +384,7 @@ impl Sender {
     }
 
     /// Sends `req`; when the connection could not take it (closed under us), the request comes back unsent.
-    pub async fn send(&mut self, req: Request<Incoming>) -> Result<Response<Incoming>, SendError> {
+    pub async fn send(&mut self, req: Request<ReqBody>) -> Result<Response<Incoming>, SendError> {
         let result = match self {
             Sender::H1(s) => s.try_send_request(req).await,
             Sender::H2(s) => s.try_send_request(req).await,
@@ -375,7 +412,7 @@ impl Sender {
 
 #[derive(Debug)]
 pub enum SendError {
-    NotSent(Box<Request<Incoming>>),
+    NotSent(Box<Request<ReqBody>>),
     Failed(hyper::Error),
 }
 
@@ -455,8 +492,8 @@ impl std::fmt::Display for ForwardError {
 pub async fn forward(
     proxy: &crate::Proxy,
     key: PoolKey,
-    mut req: Request<Incoming>,
-) -> Result<Response<Incoming>, (ForwardError, Option<Request<Incoming>>)> {
+    mut req: Request<ReqBody>,
+) -> Result<Response<Incoming>, (ForwardError, Option<Request<ReqBody>>)> {
     let upgrade = wants_upgrade(&req);
     let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let mut attempts = 0;

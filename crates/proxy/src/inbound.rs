@@ -19,8 +19,9 @@ use tokio::net::TcpStream;
 
 use crate::Proxy;
 use crate::http::{
-    ForwardError, PoolKey, RespBody, ServiceResult, body_error, client_body_error, forward, host_of, malformed,
-    protocol_name, refuse_request, serve_connection, set_target, strip_hop_by_hop, wants_upgrade,
+    ForwardError, PoolKey, RespBody, ServiceResult, body_error, client_body_error, count_request, finish_response,
+    forward, host_of, malformed, protocol_name, refuse_request, serve_connection, set_target, strip_hop_by_hop,
+    wants_upgrade,
 };
 use crate::io::{Io, Prefixed, Sniffed, read_more, sniff};
 use crate::log::{AccessRecord, Direction};
@@ -206,14 +207,11 @@ async fn request(
     let upgrade = wants_upgrade(&req);
     strip_hop_by_hop(req.headers_mut(), upgrade);
     set_target(&mut req, version);
+    let (req, request_bytes) = count_request(req);
     let app = SocketAddr::new(cfg.workload.ip, port.port.0);
     rec.upstream = Some(app);
     match forward(proxy, PoolKey { addr: app, tls: None, version }, req).await {
-        Ok(resp) => {
-            rec.status = Some(resp.status().as_u16());
-            proxy.log.write(rec, start.elapsed());
-            resp.map(RespBody::Left)
-        }
+        Ok(resp) => finish_response(&proxy.log, resp, rec, request_bytes, start),
         Err((ForwardError::Connect(e), _)) => refuse_request(&proxy.log, rec, &app_unreachable(app, &e), start),
         Err((ForwardError::Send(e), _)) if client_body_error(&e) => {
             refuse_request(&proxy.log, rec, &body_error(&e, Side::Destination), start)

@@ -18,6 +18,7 @@
 //! from the socket, or a listener standing for one destination in the in-process tests) and how the proxy dials.
 
 pub mod admin;
+pub mod body;
 pub mod capture;
 pub mod http;
 pub mod inbound;

@@ -18,9 +18,9 @@ use tokio::net::TcpStream;
 
 use crate::Proxy;
 use crate::http::{
-    ForwardError, HeaderView, PoolKey, RespBody, ServiceResult, body_error, client_body_error, forward, host_of,
-    malformed, protocol_name, refuse_request, rejection_response, serve_connection, set_target, strip_hop_by_hop,
-    wants_upgrade,
+    ForwardError, HeaderView, PoolKey, RespBody, ServiceResult, body_error, client_body_error, count_request,
+    finish_response, forward, host_of, malformed, protocol_name, refuse_request, rejection_response, serve_connection,
+    set_target, strip_hop_by_hop, wants_upgrade,
 };
 use crate::io::{Prefixed, Sniffed, reset, sniff};
 use crate::log::{AccessRecord, Direction};
@@ -285,6 +285,7 @@ async fn request(
     let upgrade = wants_upgrade(&req);
     strip_hop_by_hop(req.headers_mut(), upgrade);
     set_target(&mut req, version);
+    let (mut req, request_bytes) = count_request(req);
     let addressed = Addressed::Service { service: up.service.clone(), port: up.port };
     let ready: Vec<&Endpoint> = up.ready().collect();
     let mut tried: Vec<SocketAddr> = Vec::new();
@@ -302,9 +303,7 @@ async fn request(
         match forward(proxy, key, req).await {
             Ok(resp) => {
                 drop(guard);
-                rec.status = Some(resp.status().as_u16());
-                proxy.log.write(rec, start.elapsed());
-                return resp.map(RespBody::Left);
+                return finish_response(&proxy.log, resp, rec, request_bytes, start);
             }
             Err((ForwardError::Connect(e), Some(back))) => {
                 last_error = format!("{}: {e}", ep.address);

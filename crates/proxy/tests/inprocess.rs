@@ -298,3 +298,58 @@ async fn drain_finishes_requests_in_flight_and_stops_accepting() {
     assert!(tokio::net::TcpStream::connect(listener).await.is_err());
     assert!(!mesh.sidecars["client"].is_ready());
 }
+
+#[tokio::test]
+async fn the_access_log_counts_body_bytes_both_ways_and_ends_with_the_response() {
+    use http_body_util::Full;
+    let mut mesh = Mesh::start(STRICT).await;
+    let pod = mesh.pods_of("web")[0].clone();
+    let to_pod = mesh.via_sidecar("client", SocketAddr::new(mesh.pod_ip(&pod), 8080)).await;
+    let web = mesh.via_sidecar("client", mesh.service("web", 80)).await;
+    let stream = tokio::net::TcpStream::connect(web).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let body = vec![b'x'; 100_000];
+    let req =
+        http::Request::post("/echo").header("host", "web.shop").body(Full::new(bytes::Bytes::from(body))).unwrap();
+    let g = got(sender.send_request(req).await.unwrap()).await;
+    assert_eq!((g.status, g.body.len()), (200, 100_000));
+    // The record is written once the response body has been sent.
+    let rec = record(&mesh, "client", |r| r.path.as_deref() == Some("/echo")).await;
+    assert_eq!((rec.bytes_received, rec.bytes_sent, rec.reason), (100_000, 100_000, ReasonCode::Ok), "{rec:?}");
+    let served = rec.upstream_pod.clone().unwrap();
+    let name = served.split('/').nth(1).unwrap();
+    let rec = record(&mesh, name, |r| r.path.as_deref() == Some("/echo")).await;
+    assert_eq!((rec.bytes_received, rec.bytes_sent), (100_000, 100_000), "{rec:?}");
+    // A response the client walks away from is logged as cut short, with what was sent until then.
+    let mut conn = h1(web).await;
+    let resp = conn.send_request(request("web.shop", "/bytes/50000000")).await.unwrap();
+    drop(resp);
+    drop(conn);
+    let cut = record(&mesh, "client", |r| r.path.as_deref() == Some("/bytes/50000000")).await;
+    assert_eq!(cut.reason, ReasonCode::UpstreamReset, "{cut:?}");
+    assert!(cut.bytes_sent < 50_000_000, "{cut:?}");
+    // Direct pod traffic is spliced, and logged once per connection as TCP, with its bytes.
+    let mut conn = h1(to_pod).await;
+    assert_eq!(get1(&mut conn, "web.shop", "/").await.status, 200);
+    drop(conn);
+    let direct = record(&mesh, "client", |r| r.dst.port() == 8080 && r.protocol == "tcp").await;
+    assert!(direct.bytes_received > 0 && direct.bytes_sent > 0, "{direct:?}");
+}
+
+/// The first access record of `pod` matching `pred`, waiting up to 10 s for it (records are written when an
+/// exchange ends).
+async fn record(
+    mesh: &Mesh,
+    pod: &str,
+    pred: impl Fn(&podmesh_proxy::AccessRecord) -> bool,
+) -> podmesh_proxy::AccessRecord {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Some(r) = mesh.log(pod).into_iter().find(&pred) {
+            return r;
+        }
+        assert!(std::time::Instant::now() < deadline, "no such record: {:#?}", mesh.log(pod));
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
