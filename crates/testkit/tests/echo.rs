@@ -725,3 +725,18 @@ async fn dropping_the_handle_stops_it() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn metrics_are_prometheus_text_with_the_counts_so_far() {
+    let echo = echo("pod-m").await;
+    let (mut send, _) = h1(echo.local_addr()).await;
+    for _ in 0..3 {
+        body_of(send1(&mut send, Request::get("/").header(HOST, "x").body(empty()).unwrap()).await).await;
+    }
+    let response = send1(&mut send, Request::get("/metrics").header(HOST, "x").body(empty()).unwrap()).await;
+    assert_eq!(response.headers()[CONTENT_TYPE], "text/plain; version=0.0.4");
+    let text = String::from_utf8(body_of(response).await.to_vec()).unwrap();
+    // The scrape itself is the fourth request; one connection.
+    assert!(text.contains("# TYPE echo_requests_total counter\necho_requests_total{pod=\"pod-m\"} 4\n"), "{text}");
+    assert!(text.contains("echo_connections_total{pod=\"pod-m\"} 1\n"), "{text}");
+}
