@@ -26,26 +26,27 @@ impl std::fmt::Display for HostName<'_> {
 }
 
 /// Normalizes a Host header (R2): case-insensitive, `:port` ignored, trailing dot ignored, `[v6]` brackets
-/// removed. None for an empty host.
+/// removed. None for an empty host, and for anything that is not a name or an address.
 pub fn normalize(host: &str) -> Option<HostName<'_>> {
     let host = host.trim();
-    let bare = if let Some(rest) = host.strip_prefix('[') {
-        // [v6] or [v6]:port
+    if let Some(rest) = host.strip_prefix('[') {
+        // [v6] or [v6]:port. Brackets hold only an IP literal (RFC 3986 §3.2.2): `[[web]` is not `[web`.
         let end = rest.find(']')?;
-        &rest[..end]
-    } else {
-        match host.split_once(':') {
-            // name:port (an empty port is allowed by RFC 3986)
-            Some((h, port)) if !port.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => h,
-            _ => host,
-        }
+        return rest[..end].parse().ok().map(HostName::Ip);
+    }
+    let bare = match host.split_once(':') {
+        // name:port (an empty port is allowed by RFC 3986)
+        Some((h, port)) if !port.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
     };
     if let Ok(ip) = bare.parse::<IpAddr>() {
         return Some(HostName::Ip(ip));
     }
     let bare = bare.strip_suffix('.').unwrap_or(bare);
-    // What is left must be a name: no ':' (that was neither a port nor an IPv6 literal), no spaces or controls.
-    if bare.is_empty() || bare.bytes().any(|b| b == b':' || b.is_ascii_whitespace() || b.is_ascii_control()) {
+    // What is left must be a name: not empty and no empty last label (`web..`), no ':' (that was neither a port
+    // nor an IPv6 literal), no spaces (Unicode ones too: `trim` removes those, so `web\u{a0}.` would not read back
+    // as itself) or controls.
+    if bare.is_empty() || bare.ends_with('.') || bare.chars().any(|c| c == ':' || c.is_whitespace() || c.is_control()) {
         return None;
     }
     Some(HostName::Name(if bare.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -130,6 +131,14 @@ mod tests {
         assert_eq!(n("web:abc"), None);
         assert_eq!(n("web:"), Some("web".into()));
         assert_eq!(n("fd00::zz"), None);
+        // Found by fuzzing (fuzz/corpus/host). These gave a name that normalized again to something else: an
+        // empty last label, a Unicode space before the trailing dot, a `[` inside brackets.
+        assert_eq!(n("web.shop.."), None);
+        assert_eq!(n("web\u{a0}."), None);
+        assert_eq!(n("[[web]"), None);
+        // Nor are these names: a name in brackets (they hold only addresses), a C1 control character.
+        assert_eq!(n("[web]:80"), None);
+        assert_eq!(n("web.sh\u{9c}op"), None);
     }
 
     fn table() -> HashSet<String> {

@@ -1120,6 +1120,14 @@ fn destination_rule(doc: &mut Doc<'_>, d: wire::DestinationRule) -> Option<Desti
             doc.error(&format!("spec.subsets[{i}].name"), "missing");
             continue;
         };
+        // Istio requires a DNS label; the sidecar also carries the subset in a TLS server name (R3.6), where a
+        // label is at most 63 bytes including the `_` it appends.
+        if !is_dns_label(&name) || name.len() > 62 {
+            doc.error(
+                &format!("spec.subsets[{i}].name"),
+                format!("{name:?} is not a valid subset name: use lowercase letters, digits and '-', at most 62"),
+            );
+        }
         if !names.insert(name.clone()) {
             doc.error(&format!("spec.subsets[{i}].name"), format!("subset {name:?} is defined twice"));
         }

@@ -1662,3 +1662,25 @@ proptest! {
         check_any("manifest.yaml", &text)?;
     }
 }
+
+#[test]
+fn a_subset_name_must_be_a_dns_label() {
+    let dr = |subset: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: web, namespace: shop}}\n\
+             spec:\n  host: web\n  subsets:\n  - name: \"{subset}\"\n    labels: {{version: v1}}\n"
+        )
+    };
+    for bad in ["v1.0", "V1", "has space", &"a".repeat(63)] {
+        let d = only_error("dr.yaml", &dr(bad));
+        expect(
+            &d,
+            "invalid-field",
+            "dr.yaml: document 1 (line 1)",
+            Some("DestinationRule shop/web"),
+            Some("spec.subsets[0].name"),
+            &["is not a valid subset name"],
+        );
+    }
+    load_ok(&[("dr.yaml", &dr(&"a".repeat(62)))]);
+}

@@ -138,8 +138,12 @@ pub fn http_request<'c>(
     let no_route =
         |message: String, fix: String| Rejection::new(ReasonCode::NoRoute, Side::Source, Rule::R3_1, message, fix);
     let Some(host) = req.host.and_then(names::normalize) else {
+        let message = match req.host {
+            Some(h) => format!("Host {h:?} is not a host name or address."),
+            None => "the request has no Host header.".into(),
+        };
         return Err(no_route(
-            "the request has no Host header.".into(),
+            message,
             format!("send a Host naming a Service on port {port}, e.g. {}", short_name(&listener.service)),
         ));
     };
