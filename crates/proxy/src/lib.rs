@@ -65,8 +65,9 @@ pub struct Proxy {
     pool: http::Pool,
     /// Set to true when draining: accept loops stop, HTTP connections finish their request and close.
     drain: tokio::sync::watch::Sender<bool>,
-    /// Client connections being handled, for the drain to wait on.
+    /// Client connections being handled, for the drain to wait on and the connection cap.
     active: Arc<AtomicUsize>,
+    max_connections: AtomicUsize,
 }
 
 impl Proxy {
@@ -85,6 +86,7 @@ impl Proxy {
             pool: http::Pool::default(),
             drain: tokio::sync::watch::Sender::new(false),
             active: Arc::new(AtomicUsize::new(0)),
+            max_connections: AtomicUsize::new(limits::Limits::default().max_connections),
         })
     }
 
@@ -145,6 +147,11 @@ impl Proxy {
                         continue;
                     }
                 };
+                if proxy.active.load(Ordering::Relaxed) >= proxy.max_connections.load(Ordering::Relaxed) {
+                    // Over the cap: refuse at once rather than queue (the client may retry elsewhere).
+                    io::reset(&stream);
+                    continue;
+                }
                 let _ = stream.set_nodelay(true);
                 let dst = match orig.of(&stream) {
                     Ok(d) => d,
@@ -183,6 +190,11 @@ impl Proxy {
     /// Resolves when a drain has begun.
     pub(crate) fn draining(&self) -> tokio::sync::watch::Receiver<bool> {
         self.drain.subscribe()
+    }
+
+    /// Changes the connection cap (`Limits::max_connections`).
+    pub fn set_max_connections(&self, n: usize) {
+        self.max_connections.store(n, Ordering::Relaxed);
     }
 
     /// Client connections being handled now.

@@ -30,6 +30,10 @@ pub struct Limits {
     /// `h2_keep_alive_timeout`.
     pub h2_keep_alive_interval: Duration,
     pub h2_keep_alive_timeout: Duration,
+    /// Client connections handled at once, both directions together; beyond it new ones are reset at accept.
+    /// Envoy has no default cap; this one keeps a flood from exhausting file descriptors (the default soft limit
+    /// is often 1,024 per process, so raise `ulimit -n` to use it all).
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -44,6 +48,7 @@ impl Default for Limits {
             max_local_error_reset_streams: 1024,
             h2_keep_alive_interval: Duration::from_secs(60),
             h2_keep_alive_timeout: Duration::from_secs(20),
+            max_connections: 16_384,
         }
     }
 }

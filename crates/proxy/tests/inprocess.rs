@@ -353,3 +353,24 @@ async fn record(
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn connections_over_the_cap_are_reset_at_accept() {
+    let mut mesh = Mesh::start(STRICT).await;
+    let web = mesh.via_sidecar("client", mesh.service("web", 80)).await;
+    mesh.sidecars["client"].set_max_connections(2);
+    let mut a = h1(web).await;
+    let mut b = h1(web).await;
+    assert_eq!(get1(&mut a, "web.shop", "/").await.status, 200);
+    assert_eq!(get1(&mut b, "web.shop", "/").await.status, 200);
+    assert!(is_reset(web, b"GET / HTTP/1.1\r\nhost: web.shop\r\n\r\n").await, "a third connection is refused");
+    drop(a);
+    // Once one closes, there is room again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while mesh.sidecars["client"].active_connections() >= 2 {
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let mut c = h1(web).await;
+    assert_eq!(get1(&mut c, "web.shop", "/").await.status, 200);
+}
