@@ -12,6 +12,7 @@ use podmesh_compute::Index;
 use podmesh_model::{Diagnostic, ObjectKey, Source};
 use podmesh_route::explain::{Query, explain};
 
+mod bench;
 mod dataplane;
 mod table;
 
@@ -84,6 +85,9 @@ enum Command {
     Ca(dataplane::CaCommand),
     /// The echo workload: answers HTTP and TCP with its name and what it received.
     Echo(dataplane::EchoArgs),
+    /// Benchmarks: `bench proxy` compares the sidecar pair with direct, nginx and HAProxy (needs root).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -149,6 +153,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Capture(c) => dataplane::capture(c),
         Command::Ca(c) => dataplane::ca(c),
         Command::Echo(a) => dataplane::echo(a),
+        Command::Bench(b) => bench::run(b),
     }
 }
 

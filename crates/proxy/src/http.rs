@@ -376,6 +376,11 @@ pub enum Sender {
 }
 
 impl Sender {
+    /// An HTTP/1 connection with no request in flight.
+    fn is_idle(&self) -> bool {
+        matches!(self, Sender::H1(h) if h.is_ready())
+    }
+
     fn usable(&self) -> bool {
         match self {
             Sender::H1(s) => !s.is_closed(),
@@ -429,7 +434,8 @@ pub struct PoolKey {
 /// one request at a time and is taken again once hyper reports it ready.
 #[derive(Default)]
 pub struct Pool {
-    idle: Mutex<HashMap<PoolKey, Vec<Sender>>>,
+    /// Each with when it was put back (an HTTP/1 one is idle at most that long).
+    idle: Mutex<HashMap<PoolKey, Vec<(Sender, std::time::Instant)>>>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -441,29 +447,34 @@ impl std::fmt::Debug for Pool {
 /// Connections kept per key beyond those in use.
 const MAX_IDLE_PER_KEY: usize = 64;
 
+/// An idle HTTP/1 connection older than this is not reused: servers close idle keep-alive connections (podmesh's
+/// inbound side after its 10 s header timeout, Node.js after 5 s), and a request sent as the server closes is
+/// lost with no way to know it was not processed. Below the shortest common server timeout.
+pub const MAX_IDLE_H1: std::time::Duration = std::time::Duration::from_secs(4);
+
 impl Pool {
     pub fn take(&self, key: &PoolKey) -> Option<Sender> {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         let list = idle.get_mut(key)?;
-        list.retain(Sender::usable);
-        if let Some(pos) = list.iter().position(|s| matches!(s, Sender::H2(_))) {
+        list.retain(|(s, since)| {
+            s.usable() && (matches!(s, Sender::H2(_)) || since.elapsed() < MAX_IDLE_H1 || !s.is_idle())
+        });
+        if let Some((Sender::H2(s), _)) = list.iter().find(|(s, _)| matches!(s, Sender::H2(_))) {
             // Shared: hand out a clone and keep it pooled.
-            if let Sender::H2(s) = &list[pos] {
-                return Some(Sender::H2(s.clone()));
-            }
+            return Some(Sender::H2(s.clone()));
         }
-        let pos = list.iter().position(|s| matches!(s, Sender::H1(h) if h.is_ready()))?;
-        Some(list.swap_remove(pos))
+        let pos = list.iter().position(|(s, _)| s.is_idle())?;
+        Some(list.swap_remove(pos).0)
     }
 
     pub fn put(&self, key: PoolKey, sender: Sender) {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         let list = idle.entry(key).or_default();
-        if matches!(sender, Sender::H2(_)) && list.iter().any(|s| matches!(s, Sender::H2(_))) {
+        if matches!(sender, Sender::H2(_)) && list.iter().any(|(s, _)| matches!(s, Sender::H2(_))) {
             return;
         }
         if list.len() < MAX_IDLE_PER_KEY {
-            list.push(sender);
+            list.push((sender, std::time::Instant::now()));
         }
     }
 }
