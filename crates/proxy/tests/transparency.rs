@@ -533,12 +533,9 @@ async fn methods_over_http2() {
     p.assert_mtls();
 }
 
-/// Fails on the direct path, before the mesh is involved: the echo application answers an h2 HEAD with the GET's
-/// body in DATA frames (hyper's HTTP/2 server does not drop a HEAD response's body the way its HTTP/1 server does,
-/// and `crates/testkit/src/echo.rs` builds the same body for HEAD as for GET), which the client's h2 library
-/// rejects as a PROTOCOL_ERROR (RFC 9110 §9.3.2: a HEAD response has no content).
+/// HEAD over h2c: the GET's headers, its content-length included, and no body (RFC 9110 §9.3.2), directly and
+/// through the mesh.
 #[tokio::test]
-#[ignore = "the echo application sends a body on an h2 HEAD response (echo.rs bug, reported); the direct path fails"]
 async fn head_over_http2() {
     let p = Paths::start().await;
     let seen = p

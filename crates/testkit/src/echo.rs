@@ -32,7 +32,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_TYPE, EXPECT, HOST, TRAILER, UPGRADE};
+use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, EXPECT, HOST, TRAILER, UPGRADE};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
@@ -366,6 +366,7 @@ fn hand_over(pending: OnUpgrade, version: Version, conn: &Conn) {
 async fn handle(req: Request<Incoming>, conn: Arc<Conn>) -> Result<Response<ResBody>, Infallible> {
     conn.shared.requests.fetch_add(1, Ordering::Relaxed);
     let h1 = req.version() < Version::HTTP_2;
+    let head = req.method() == Method::HEAD;
     // The only error is a request body that could not be read (a broken chunk, a reset stream).
     let mut response = route(req, &conn).await.unwrap_or_else(|_| {
         let mut response = text(StatusCode::BAD_REQUEST, "could not read the request body\n");
@@ -376,6 +377,15 @@ async fn handle(req: Request<Incoming>, conn: Arc<Conn>) -> Result<Response<ResB
     });
     if let Some(pod) = &conn.shared.header {
         response.headers_mut().insert(POD_HEADER, pod.clone());
+    }
+    if head && !h1 {
+        // A HEAD answer has the GET's headers, its length included, and no body; hyper drops the body itself only
+        // over HTTP/1.
+        let (mut parts, body) = response.into_parts();
+        if let Some(len) = hyper::body::Body::size_hint(&body).exact() {
+            parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
+        }
+        response = Response::from_parts(parts, full(Vec::new()));
     }
     Ok(response)
 }
