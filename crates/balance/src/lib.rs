@@ -101,13 +101,21 @@ impl Rng {
         Rng(seed | 1)
     }
 
-    /// Seeded from the clock and a per-process counter: independent streams for each connection.
+    /// Independent streams for each request: a process-wide seed (clock and pid, taken once) advanced by a
+    /// counter. Called per request, so it makes no system call.
     pub fn from_entropy() -> Self {
-        static COUNTER: AtomicU64 = AtomicU64::new(0x9E37_79B9_7F4A_7C15);
-        let nanos =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-        let c = COUNTER.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
-        Rng::new(nanos ^ c.rotate_left(17) ^ u64::from(std::process::id()))
+        static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let seed = *SEED.get_or_init(|| {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+            now.map_or(0, |d| d.as_nanos() as u64) ^ u64::from(std::process::id()).rotate_left(32)
+        });
+        let c = COUNTER.fetch_add(1, Ordering::Relaxed);
+        // SplitMix64 of seed + counter: consecutive counters give unrelated states.
+        let mut z = seed.wrapping_add(c.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        Rng::new(z ^ (z >> 31))
     }
 
     pub fn next_u64(&mut self) -> u64 {
@@ -191,6 +199,12 @@ mod tests {
         assert_eq!(loads.counters.lock().unwrap().len(), 1);
         drop(a2);
         assert_eq!(loads.load(&"a"), 0);
+    }
+
+    #[test]
+    fn fresh_generators_differ() {
+        let firsts: std::collections::BTreeSet<u64> = (0..1000).map(|_| Rng::from_entropy().next_u64()).collect();
+        assert_eq!(firsts.len(), 1000);
     }
 
     #[test]
