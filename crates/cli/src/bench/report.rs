@@ -416,20 +416,13 @@ fn thousands(v: f64) -> String {
     out
 }
 
-/// RFC 3339 UTC to the second, from the civil-from-days algorithm (H. Hinnant): no date crate for one line.
+/// RFC 3339 UTC to the second: the access log's formatter, without its milliseconds.
 fn rfc3339(t: SystemTime) -> String {
-    let secs = t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    let with_ms = podmesh_proxy::log::rfc3339(t);
+    match with_ms.split_once('.') {
+        Some((secs, _)) => format!("{secs}Z"),
+        None => with_ms,
+    }
 }
 
 #[cfg(test)]
