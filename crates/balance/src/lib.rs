@@ -72,12 +72,6 @@ impl<K: Hash + Eq + Clone> Loads<K> {
     pub fn next_turn(&self) -> u64 {
         self.turn.fetch_add(1, Ordering::Relaxed)
     }
-
-    /// Forgets endpoints with nothing in flight that are no longer in `keep` (after a config change).
-    pub fn retain(&self, keep: impl Fn(&K) -> bool) {
-        let mut counters = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
-        counters.retain(|k, c| keep(k) || c.load(Ordering::Relaxed) > 0);
-    }
 }
 
 /// One request in flight, or one open connection, on an endpoint.
@@ -194,9 +188,6 @@ mod tests {
         drop(a);
         drop(b);
         assert_eq!((loads.load(&"a"), loads.load(&"b")), (1, 0));
-        loads.retain(|_| false);
-        // "a" still has a request in flight, so it is kept; "b" is forgotten.
-        assert_eq!(loads.counters.lock().unwrap().len(), 1);
         drop(a2);
         assert_eq!(loads.load(&"a"), 0);
     }

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand, ValueEnum};
-use podmesh_compute::Identity;
 use podmesh_identity::{Ca, Credentials};
 use podmesh_proxy::capture::{self, Exclude, Family};
 use podmesh_proxy::{AccessLog, AppMetrics, ConfigHandle, Dialer, FileSource, OrigDst, Proxy, Tls};
@@ -158,8 +157,8 @@ pub fn proxy(a: ProxyArgs) -> Result<ExitCode> {
     }
     let dialer = if a.mark == 0 { Dialer::default() } else { Dialer::default().with_mark(a.mark) };
     let log = match a.access_log {
-        LogTarget::Stdout => AccessLog::Stdout,
-        LogTarget::Off => AccessLog::Off,
+        LogTarget::Stdout => AccessLog::stdout(),
+        LogTarget::Off => AccessLog::off(),
     };
     runtime()?.block_on(async move {
         let handle = ConfigHandle::new(config);
@@ -271,7 +270,7 @@ pub fn ca(c: CaCommand) -> Result<ExitCode> {
                 std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))
             };
             let ca = Ca::from_pem(&read("root.pem")?, &read("root-key.pem")?)?;
-            let identity = parse_identity(&identity)?;
+            let identity = podmesh_identity::parse_identity(&identity)?;
             let cert = ca.issue(&identity, Duration::from_secs(hours * 3600))?;
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
             write(&out.join("cert.pem"), &cert.cert_chain_pem)?;
@@ -281,15 +280,6 @@ pub fn ca(c: CaCommand) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn parse_identity(s: &str) -> Result<Identity> {
-    let rest = s.strip_prefix("spiffe://").ok_or_else(|| anyhow!("{s:?} is not a spiffe:// identity"))?;
-    let parts: Vec<&str> = rest.split('/').collect();
-    match parts.as_slice() {
-        [td, "ns", ns, "sa", sa] if !td.is_empty() && !ns.is_empty() && !sa.is_empty() => Ok(Identity::new(td, ns, sa)),
-        _ => bail!("{s:?} is not spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/SERVICE_ACCOUNT"),
-    }
 }
 
 fn write(path: &Path, text: &str) -> Result<()> {

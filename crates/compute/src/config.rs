@@ -33,12 +33,17 @@ impl Identity {
 
     /// The namespace part, if the identity has the podmesh/Istio shape.
     pub fn namespace(&self) -> Option<&str> {
-        let rest = self.0.strip_prefix("spiffe://")?;
-        let mut parts = rest.split('/');
-        parts.next()?;
-        (parts.next()? == "ns").then_some(())?;
-        parts.next()
+        spiffe_namespace(&self.0)
     }
+}
+
+/// The namespace of `spiffe://<trust domain>/ns/<namespace>/sa/<service account>`, for identities held as text
+/// (e.g. in an access record). None for any other shape, or an empty namespace.
+pub fn spiffe_namespace(id: &str) -> Option<&str> {
+    let mut parts = id.strip_prefix("spiffe://")?.split('/');
+    parts.next()?;
+    (parts.next()? == "ns").then_some(())?;
+    parts.next().filter(|ns| !ns.is_empty())
 }
 
 impl fmt::Display for Identity {
@@ -384,5 +389,19 @@ pub fn mtls_identity<'a>(
     match modes.map(|m| m.mode(port).0) {
         Some(MtlsMode::Disable) => None,
         _ => identity,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spiffe_namespaces() {
+        assert_eq!(spiffe_namespace("spiffe://cluster.local/ns/shop/sa/web"), Some("shop"));
+        assert_eq!(spiffe_namespace("spiffe://cluster.local/ns//sa/web"), None);
+        assert_eq!(spiffe_namespace("spiffe://cluster.local/other/shop"), None);
+        assert_eq!(spiffe_namespace("https://example.com/ns/shop"), None);
+        assert_eq!(Identity::new("cluster.local", "shop", "web").namespace(), Some("shop"));
     }
 }

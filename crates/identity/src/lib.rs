@@ -16,4 +16,4 @@ pub use ca::{Ca, WorkloadCert, new_csr};
 pub use credentials::Credentials;
 pub use error::Error;
 pub use podmesh_compute::Identity;
-pub use spiffe::peer_identity;
+pub use spiffe::{parse_identity, peer_identity};

@@ -9,7 +9,7 @@ use crate::Error;
 
 /// Parses `spiffe://<td>/ns/<ns>/sa/<sa>`. Anything else is rejected: the rest of the mesh (authorization,
 /// metrics labels) reads the namespace and service account out of the identity and relies on this shape.
-pub(crate) fn parse_identity(uri: &str) -> Result<Identity, Error> {
+pub fn parse_identity(uri: &str) -> Result<Identity, Error> {
     let invalid = |reason| Error::InvalidSpiffeId { uri: uri.to_string(), reason };
     let rest = uri.strip_prefix("spiffe://").ok_or_else(|| invalid("it does not start with spiffe://"))?;
     let parts: Vec<&str> = rest.split('/').collect();

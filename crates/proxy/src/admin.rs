@@ -365,7 +365,7 @@ fn logging(proxy: &Proxy, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     }
     json(&serde_json::json!({
         "access_log": if proxy.log.enabled() { "on" } else { "off" },
-        "sink": proxy.log.sink().name(),
+        "sink": proxy.log.sink_name(),
     }))
 }
 

@@ -220,11 +220,17 @@ fn rec_side(rec: &crate::AccessRecord) -> Side {
     }
 }
 
-/// Counts a request's body, and returns the counter.
-pub fn count_request(req: Request<Incoming>) -> (Request<ReqBody>, Arc<AtomicU64>) {
+/// A client's request made ready for the next hop, in the same HTTP version (HTTP/1.0 goes on as 1.1): its
+/// hop-by-hop headers removed, its target in that version's form, its body counted. Returns the version and the
+/// counter of request body bytes too.
+pub fn for_next_hop(mut req: Request<Incoming>) -> (Request<ReqBody>, Version, Arc<AtomicU64>) {
+    let version = if req.version() == Version::HTTP_2 { Version::HTTP_2 } else { Version::HTTP_11 };
+    let upgrade = wants_upgrade(&req);
+    strip_hop_by_hop(req.headers_mut(), upgrade);
+    set_target(&mut req, version);
     let count = Arc::new(AtomicU64::new(0));
     let counter = Arc::clone(&count);
-    (req.map(|b| Counted::new(b, counter, None)), count)
+    (req.map(|b| Counted::new(b, counter, None)), version, count)
 }
 
 /// The upstream's response on its way to the client: its body is counted, and the request's record is written

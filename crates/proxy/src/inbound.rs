@@ -19,9 +19,8 @@ use tokio::net::TcpStream;
 
 use crate::Proxy;
 use crate::http::{
-    ForwardError, PoolKey, RespBody, ServiceResult, body_error, client_body_error, count_request, finish_response,
-    forward, host_of, malformed, protocol_name, refuse_request, serve_connection, set_target, strip_hop_by_hop,
-    wants_upgrade,
+    ForwardError, PoolKey, RespBody, ServiceResult, body_error, client_body_error, finish_response, for_next_hop,
+    forward, host_of, malformed, protocol_name, refuse_request, serve_connection,
 };
 use crate::io::{Io, Prefixed, Sniffed, read_more, sniff};
 use crate::log::{AccessRecord, Direction};
@@ -186,7 +185,7 @@ async fn request(
     proxy: &Proxy,
     port: &InboundPort,
     peer: Option<&Peer>,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     src: SocketAddr,
     dst: SocketAddr,
 ) -> http::Response<RespBody> {
@@ -203,11 +202,7 @@ async fn request(
     if let Err(rej) = inbound::http_request(&cfg, port, host_of(&req), peer) {
         return refuse_request(&proxy.log, rec, &rej, start);
     }
-    let version = if req.version() == http::Version::HTTP_2 { http::Version::HTTP_2 } else { http::Version::HTTP_11 };
-    let upgrade = wants_upgrade(&req);
-    strip_hop_by_hop(req.headers_mut(), upgrade);
-    set_target(&mut req, version);
-    let (req, request_bytes) = count_request(req);
+    let (req, version, request_bytes) = for_next_hop(req);
     let app = SocketAddr::new(cfg.workload.ip, port.port.0);
     rec.upstream = Some(app);
     match forward(proxy, PoolKey { addr: app, tls: None, version }, req).await {

@@ -29,10 +29,6 @@ impl<S> Prefixed<S> {
     pub fn inner(&self) -> &S {
         &self.inner
     }
-
-    pub fn prefix(&self) -> &[u8] {
-        &self.prefix
-    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {

@@ -41,7 +41,7 @@ use tokio::task::JoinHandle;
 
 pub use admin::{AppMetrics, serve_admin, serve_readiness, serve_stats};
 pub use intake::{ConfigHandle, FileSource, read_config};
-pub use log::{AccessLog, AccessRecord, Direction, Sink};
+pub use log::{AccessLog, AccessRecord, Direction};
 pub use metrics::{Metrics, Telemetry};
 pub use net::{Dialer, OrigDst};
 pub use tls::Tls;

@@ -115,23 +115,13 @@ impl AccessRecord {
 
 /// Where access-log lines go.
 #[derive(Debug, Clone, Default)]
-pub enum Sink {
+enum Sink {
     #[default]
     Off,
     /// One JSON line per record on standard output.
     Stdout,
     /// Kept in memory, for tests.
     Memory(Arc<Mutex<Vec<AccessRecord>>>),
-}
-
-impl Sink {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Sink::Off => "off",
-            Sink::Stdout => "stdout",
-            Sink::Memory(_) => "memory",
-        }
-    }
 }
 
 /// The one point every request and connection ends in: an access-log sink, and — once a [`crate::Proxy`] owns the
@@ -143,38 +133,35 @@ pub struct AccessLog {
     telemetry: Option<Arc<Telemetry>>,
 }
 
-// `AccessLog` was an enum of sinks; these keep its callers' `AccessLog::Stdout` and `AccessLog::Off` compiling.
-#[allow(non_upper_case_globals)]
 impl AccessLog {
     /// No access-log lines (a proxy still records metrics).
-    pub const Off: AccessLog = AccessLog { sink: Sink::Off, telemetry: None };
+    pub fn off() -> Self {
+        AccessLog { sink: Sink::Off, telemetry: None }
+    }
+
     /// One JSON line per record on standard output.
-    pub const Stdout: AccessLog = AccessLog { sink: Sink::Stdout, telemetry: None };
-}
-
-impl From<Sink> for AccessLog {
-    fn from(sink: Sink) -> Self {
-        AccessLog { sink, telemetry: None }
+    pub fn stdout() -> Self {
+        AccessLog { sink: Sink::Stdout, telemetry: None }
     }
-}
 
-impl AccessLog {
+    /// Kept in memory ([`AccessLog::records`]), for tests.
     pub fn memory() -> Self {
-        Sink::Memory(Arc::default()).into()
+        AccessLog { sink: Sink::Memory(Arc::default()), telemetry: None }
     }
 
-    pub fn sink(&self) -> &Sink {
-        &self.sink
+    /// `off`, `stdout` or `memory` (the admin `/logging` endpoint shows it).
+    pub fn sink_name(&self) -> &'static str {
+        match self.sink {
+            Sink::Off => "off",
+            Sink::Stdout => "stdout",
+            Sink::Memory(_) => "memory",
+        }
     }
 
     /// The same sink, feeding `telemetry` too.
     pub fn with_telemetry(mut self, telemetry: Arc<Telemetry>) -> Self {
         self.telemetry = Some(telemetry);
         self
-    }
-
-    pub fn telemetry(&self) -> Option<&Arc<Telemetry>> {
-        self.telemetry.as_ref()
     }
 
     /// Whether records reach the sink: false once switched off at runtime ([`AccessLog::set_enabled`]).

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use podmesh_compute::names::{normalize, service_fqdn};
-use podmesh_compute::{DirectPod, ProxyConfig};
+use podmesh_compute::{DirectPod, ProxyConfig, spiffe_namespace};
 use podmesh_model::{ObjectKey, TargetPort};
 use podmesh_route::Side;
 use prometheus_client::encoding::{EncodeLabelSet, prometheus_text};
@@ -165,7 +165,7 @@ impl Metrics {
         r.register("istio_requests", "Requests handled by the sidecar", m.requests.clone());
         r.register(
             "istio_request_duration_milliseconds",
-            "Request durations, from the request's arrival at the sidecar to its response headers",
+            "Request durations, from the request's arrival at the sidecar until its response body was sent",
             m.request_duration.clone(),
         );
         r.register("istio_request_bytes", "Request body sizes", m.request_bytes.clone());
@@ -198,11 +198,7 @@ impl Metrics {
         let reason = ReasonLabels {
             direction: rec.direction.as_str(),
             reason: rec.reason.as_str(),
-            side: match rec.side {
-                Some(Side::Source) => "source",
-                Some(Side::Destination) => "destination",
-                None => "-",
-            },
+            side: rec.side.map_or("-", Side::as_str),
         };
         let istio = istio_labels(cfg, rec);
         if istio.request_protocol == "tcp" {
@@ -338,14 +334,6 @@ fn inbound_service(cfg: &ProxyConfig, rec: &AccessRecord, client_ns: &str) -> Op
     port.services.iter().map(|s| fqdn(&s.service)).find(|f| *f == matched)
 }
 
-/// The namespace of `spiffe://<trust domain>/ns/<namespace>/sa/<service account>`.
-fn spiffe_namespace(id: &str) -> Option<&str> {
-    let mut parts = id.strip_prefix("spiffe://")?.split('/');
-    parts.next()?;
-    (parts.next()? == "ns").then_some(())?;
-    parts.next().filter(|ns| !ns.is_empty())
-}
-
 /// What every access record also feeds: the metrics, with the config that names the peers, and the runtime switch
 /// of the access log itself. One per [`crate::Proxy`], shared by every clone of its [`crate::AccessLog`].
 #[derive(Debug)]
@@ -382,14 +370,6 @@ impl Telemetry {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn spiffe_namespaces() {
-        assert_eq!(spiffe_namespace("spiffe://cluster.local/ns/shop/sa/web"), Some("shop"));
-        assert_eq!(spiffe_namespace("spiffe://cluster.local/ns//sa/web"), None);
-        assert_eq!(spiffe_namespace("spiffe://cluster.local/other/shop"), None);
-        assert_eq!(spiffe_namespace("https://example.com/ns/shop"), None);
-    }
 
     #[test]
     fn encodes_prometheus_text_without_an_eof() {

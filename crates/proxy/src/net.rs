@@ -59,11 +59,6 @@ impl Dialer {
         self
     }
 
-    pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
     pub async fn connect(&self, addr: SocketAddr) -> io::Result<TcpStream> {
         let target = self.rewrites.get(&addr).copied().unwrap_or(addr);
         let socket = if target.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };

@@ -18,9 +18,8 @@ use tokio::net::TcpStream;
 
 use crate::Proxy;
 use crate::http::{
-    ForwardError, HeaderView, PoolKey, RespBody, ServiceResult, body_error, client_body_error, count_request,
-    finish_response, forward, host_of, malformed, protocol_name, refuse_request, rejection_response, serve_connection,
-    set_target, strip_hop_by_hop, wants_upgrade,
+    ForwardError, HeaderView, PoolKey, RespBody, ServiceResult, body_error, client_body_error, finish_response,
+    for_next_hop, forward, host_of, malformed, protocol_name, refuse_request, rejection_response, serve_connection,
 };
 use crate::io::{Prefixed, Sniffed, reset, sniff};
 use crate::log::{AccessRecord, Direction};
@@ -257,7 +256,7 @@ async fn serve_http(
 async fn request(
     proxy: &Proxy,
     listener: &Listener,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     src: SocketAddr,
     dst: SocketAddr,
 ) -> http::Response<RespBody> {
@@ -280,12 +279,7 @@ async fn request(
         }
     };
     rec.service = Some(up.service.to_string());
-    let version = req.version();
-    let version = if version == http::Version::HTTP_2 { version } else { http::Version::HTTP_11 };
-    let upgrade = wants_upgrade(&req);
-    strip_hop_by_hop(req.headers_mut(), upgrade);
-    set_target(&mut req, version);
-    let (mut req, request_bytes) = count_request(req);
+    let (mut req, version, request_bytes) = for_next_hop(req);
     let addressed = Addressed::Service { service: up.service.clone(), port: up.port };
     let ready: Vec<&Endpoint> = up.ready().collect();
     let mut tried: Vec<SocketAddr> = Vec::new();
