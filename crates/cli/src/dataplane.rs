@@ -59,6 +59,10 @@ pub struct ProxyArgs {
     /// up to this many seconds, then exit. Istio's terminationDrainDuration is 5 s.
     #[arg(long, value_name = "SECONDS", default_value_t = 5)]
     drain_seconds: u64,
+    /// Worker threads (Istio's `concurrency`). 1 runs everything on one thread with no cross-thread wake-ups, the
+    /// cheapest per request; 0 means one per CPU.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    concurrency: usize,
     /// Validate the config and certificates, print what would run, and exit.
     #[arg(long)]
     check: bool,
@@ -131,6 +135,20 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
 }
 
+/// The proxy's runtime: `threads` workers (0: one per CPU); a single thread runs tasks where they are woken.
+fn proxy_runtime(threads: usize) -> Result<tokio::runtime::Runtime> {
+    let mut b = match threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        0 => tokio::runtime::Builder::new_multi_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+    };
+    b.enable_all().build().context("starting the async runtime")
+}
+
 pub fn proxy(a: ProxyArgs) -> Result<ExitCode> {
     let (source, config) = FileSource::open(&a.config, Duration::from_secs(1)).map_err(|e| anyhow!(e))?;
     let creds = Credentials::load(&a.cert, &a.key, &a.roots)?;
@@ -160,7 +178,7 @@ pub fn proxy(a: ProxyArgs) -> Result<ExitCode> {
         LogTarget::Stdout => AccessLog::stdout(),
         LogTarget::Off => AccessLog::off(),
     };
-    runtime()?.block_on(async move {
+    proxy_runtime(a.concurrency)?.block_on(async move {
         let handle = ConfigHandle::new(config);
         let proxy = Proxy::new(handle.clone(), Tls::new(creds)?, dialer, log);
         let bind =

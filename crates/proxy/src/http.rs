@@ -310,6 +310,12 @@ pub fn protocol_name(v: Version) -> &'static str {
 /// The map is rebuilt in order rather than `remove`d from: `HeaderMap::remove` moves the last header into the
 /// removed one's place, which would reorder the end-to-end headers the application sees.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // Most requests carry none of these: nothing to remove, and the map is left as it is.
+    const HOP_BY_HOP: [&str; 7] =
+        ["connection", "te", "upgrade", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization"];
+    if !HOP_BY_HOP.iter().any(|n| headers.contains_key(*n)) {
+        return;
+    }
     let tokens = |name: HeaderName| -> Vec<String> {
         headers
             .get_all(name)
@@ -362,6 +368,9 @@ pub fn wants_upgrade<B>(req: &Request<B>) -> bool {
 /// Rewrites the request target for the upstream's HTTP version: origin form for HTTP/1, absolute for HTTP/2
 /// (which carries scheme and authority as pseudo-headers).
 pub fn set_target<B>(req: &mut Request<B>, version: Version) {
+    if version != Version::HTTP_2 && req.uri().scheme().is_none() && req.uri().authority().is_none() {
+        return; // Already in origin form.
+    }
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
     let uri = if version == Version::HTTP_2 {
         let authority = host_of(req).unwrap_or("localhost").to_string();

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::metrics::Telemetry;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {
     Outbound,

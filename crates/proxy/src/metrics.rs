@@ -18,14 +18,17 @@
 //! it equals the closed count and lags a long-lived connection's open. Counting at open would need a hook in the
 //! connection handlers; a record at close is the single point this module builds on.
 
+use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use podmesh_compute::names::{normalize, service_fqdn};
 use podmesh_compute::{DirectPod, ProxyConfig, spiffe_namespace};
 use podmesh_model::{ObjectKey, TargetPort};
-use podmesh_route::Side;
+use podmesh_route::{ReasonCode, Side};
 use prometheus_client::encoding::{EncodeLabelSet, prometheus_text};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -135,6 +138,7 @@ pub struct Metrics {
     podmesh_requests: Family<ReasonLabels, Counter>,
     podmesh_connections: Family<ReasonLabels, Counter>,
     app_scrape_errors: Counter,
+    series: SeriesCache,
 }
 
 impl Default for Metrics {
@@ -158,6 +162,7 @@ impl Metrics {
             podmesh_requests: Family::default(),
             podmesh_connections: Family::default(),
             app_scrape_errors: Counter::default(),
+            series: SeriesCache::default(),
         };
         let mut r = Registry::default();
         // Counters are registered without `_total`: the encoder appends it (and a debug build panics if the name
@@ -194,7 +199,49 @@ impl Metrics {
 
     /// Turns one access record into samples. `cfg` is the sidecar's config: who it is, and the pod table that
     /// names the peer.
-    pub fn record(&self, cfg: &ProxyConfig, rec: &AccessRecord, elapsed: Duration) {
+    ///
+    /// Building a sample's labels (a dozen strings) and finding its series in five families costs more than the
+    /// rest of a request's bookkeeping, and a sidecar sees few distinct label sets. So the series of each
+    /// combination of the record fields that decide the labels are found once and kept, for as long as the config
+    /// they were named with is in force.
+    pub fn record(&self, cfg: &Arc<ProxyConfig>, rec: &AccessRecord, elapsed: Duration) {
+        let key = SeriesKeyRef::of(rec);
+        let hash = self.series.state.hash_one(&key);
+        let mut cache = self.series.map.lock().unwrap_or_else(PoisonError::into_inner);
+        if !cache.config.as_ref().is_some_and(|c| Arc::ptr_eq(c, cfg)) || cache.len >= MAX_CACHED_SERIES {
+            *cache = SeriesMap { config: Some(Arc::clone(cfg)), ..SeriesMap::default() };
+        }
+        let SeriesMap { by_hash, len, .. } = &mut *cache;
+        let bucket = by_hash.entry(hash).or_default();
+        let at = match bucket.iter().position(|(k, _)| key.is(k)) {
+            Some(at) => at,
+            None => {
+                bucket.push((key.to_owned(), self.series_of(cfg, rec)));
+                *len += 1;
+                bucket.len() - 1
+            }
+        };
+        let Some((_, series)) = bucket.get(at) else { return };
+        match series {
+            Series::Tcp { reason, opened, closed, received, sent } => {
+                reason.inc();
+                opened.inc();
+                closed.inc();
+                received.inc_by(rec.bytes_received);
+                sent.inc_by(rec.bytes_sent);
+            }
+            Series::Http { reason, requests, duration, request_bytes, response_bytes } => {
+                reason.inc();
+                requests.inc();
+                duration.observe(elapsed.as_secs_f64() * 1000.0);
+                request_bytes.observe(rec.bytes_received as f64);
+                response_bytes.observe(rec.bytes_sent as f64);
+            }
+        }
+    }
+
+    /// The series a record with these fields counts in, created in their families if new.
+    fn series_of(&self, cfg: &ProxyConfig, rec: &AccessRecord) -> Series {
         let reason = ReasonLabels {
             direction: rec.direction.as_str(),
             reason: rec.reason.as_str(),
@@ -202,18 +249,22 @@ impl Metrics {
         };
         let istio = istio_labels(cfg, rec);
         if istio.request_protocol == "tcp" {
-            self.podmesh_connections.get_or_create(&reason).inc();
-            self.tcp_opened.get_or_create(&istio).inc();
-            self.tcp_closed.get_or_create(&istio).inc();
-            self.tcp_received.get_or_create(&istio).inc_by(rec.bytes_received);
-            self.tcp_sent.get_or_create(&istio).inc_by(rec.bytes_sent);
+            Series::Tcp {
+                reason: self.podmesh_connections.get_or_create(&reason).clone(),
+                opened: self.tcp_opened.get_or_create(&istio).clone(),
+                closed: self.tcp_closed.get_or_create(&istio).clone(),
+                received: self.tcp_received.get_or_create(&istio).clone(),
+                sent: self.tcp_sent.get_or_create(&istio).clone(),
+            }
         } else {
-            self.podmesh_requests.get_or_create(&reason).inc();
             let labels = RequestLabels { istio, response_code: rec.status.unwrap_or(0) };
-            self.requests.get_or_create(&labels).inc();
-            self.request_duration.get_or_create(&labels).observe(elapsed.as_secs_f64() * 1000.0);
-            self.request_bytes.get_or_create(&labels).observe(rec.bytes_received as f64);
-            self.response_bytes.get_or_create(&labels).observe(rec.bytes_sent as f64);
+            Series::Http {
+                reason: self.podmesh_requests.get_or_create(&reason).clone(),
+                requests: self.requests.get_or_create(&labels).clone(),
+                duration: self.request_duration.get_or_create(&labels).clone(),
+                request_bytes: self.request_bytes.get_or_create(&labels).clone(),
+                response_bytes: self.response_bytes.get_or_create(&labels).clone(),
+            }
         }
     }
 
@@ -227,6 +278,128 @@ impl Metrics {
     pub fn encode(&self, out: &mut String) -> std::fmt::Result {
         prometheus_text::encode(out, &self.registry)
     }
+}
+
+/// Distinct label-deciding combinations kept before the cache starts over (the families keep every series).
+const MAX_CACHED_SERIES: usize = 4096;
+
+/// Handles on the series one record counts in: they share their values with the families' own.
+#[derive(Debug)]
+enum Series {
+    Tcp {
+        reason: Counter,
+        opened: Counter,
+        closed: Counter,
+        received: Counter,
+        sent: Counter,
+    },
+    Http {
+        reason: Counter,
+        requests: Counter,
+        duration: Histogram,
+        request_bytes: Histogram,
+        response_bytes: Histogram,
+    },
+}
+
+/// The fields of an [`AccessRecord`] that decide its labels ([`istio_labels`], [`ReasonLabels`], the status),
+/// borrowed from the record.
+#[derive(Debug, Hash)]
+struct SeriesKeyRef<'a> {
+    direction: Direction,
+    protocol: &'static str,
+    peer_identity: Option<&'a str>,
+    upstream: Option<std::net::IpAddr>,
+    upstream_pod: Option<&'a str>,
+    service: Option<&'a str>,
+    src: std::net::IpAddr,
+    dst_port: u16,
+    host: Option<&'a str>,
+    reason: ReasonCode,
+    side: Option<Side>,
+    status: Option<u16>,
+}
+
+/// The same, owned, as the cache keeps it.
+#[derive(Debug)]
+struct SeriesKey {
+    direction: Direction,
+    protocol: &'static str,
+    peer_identity: Option<Box<str>>,
+    upstream: Option<std::net::IpAddr>,
+    upstream_pod: Option<Box<str>>,
+    service: Option<Box<str>>,
+    src: std::net::IpAddr,
+    dst_port: u16,
+    host: Option<Box<str>>,
+    reason: ReasonCode,
+    side: Option<Side>,
+    status: Option<u16>,
+}
+
+impl<'a> SeriesKeyRef<'a> {
+    fn of(rec: &'a AccessRecord) -> Self {
+        SeriesKeyRef {
+            direction: rec.direction,
+            protocol: rec.protocol,
+            peer_identity: rec.peer_identity.as_deref(),
+            upstream: rec.upstream.map(|a| a.ip()),
+            upstream_pod: rec.upstream_pod.as_deref(),
+            service: rec.service.as_deref(),
+            src: rec.src.ip(),
+            dst_port: rec.dst.port(),
+            host: rec.host.as_deref(),
+            reason: rec.reason,
+            side: rec.side,
+            status: rec.status,
+        }
+    }
+
+    fn is(&self, k: &SeriesKey) -> bool {
+        self.direction == k.direction
+            && self.protocol == k.protocol
+            && self.peer_identity == k.peer_identity.as_deref()
+            && self.upstream == k.upstream
+            && self.upstream_pod == k.upstream_pod.as_deref()
+            && self.service == k.service.as_deref()
+            && self.src == k.src
+            && self.dst_port == k.dst_port
+            && self.host == k.host.as_deref()
+            && self.reason == k.reason
+            && self.side == k.side
+            && self.status == k.status
+    }
+
+    fn to_owned(&self) -> SeriesKey {
+        SeriesKey {
+            direction: self.direction,
+            protocol: self.protocol,
+            peer_identity: self.peer_identity.map(Box::from),
+            upstream: self.upstream,
+            upstream_pod: self.upstream_pod.map(Box::from),
+            service: self.service.map(Box::from),
+            src: self.src,
+            dst_port: self.dst_port,
+            host: self.host.map(Box::from),
+            reason: self.reason,
+            side: self.side,
+            status: self.status,
+        }
+    }
+}
+
+/// Series found so far, by the hash of their [`SeriesKeyRef`], for one config.
+#[derive(Debug, Default)]
+struct SeriesMap {
+    config: Option<Arc<ProxyConfig>>,
+    by_hash: HashMap<u64, Vec<(SeriesKey, Series)>>,
+    len: usize,
+}
+
+#[derive(Debug, Default)]
+struct SeriesCache {
+    state: std::hash::RandomState,
+    map: Mutex<SeriesMap>,
 }
 
 /// What the sidecar knows of one end of the traffic.
@@ -384,5 +557,45 @@ mod tests {
             "# HELP podmesh_app_scrape_errors_total Failed scrapes of the application's own metrics for the merged \
              endpoint (R8).\n# TYPE podmesh_app_scrape_errors_total counter\npodmesh_app_scrape_errors_total 1\n"
         );
+    }
+
+    /// The series cache must never put a sample in another series than its labels name: not after a config
+    /// reload renames the workload, and not for records that differ in any label-deciding field.
+    #[test]
+    fn cached_series_follow_the_record_and_the_config() {
+        let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/quickstart");
+        let loaded = podmesh_model::load(&[podmesh_model::Source::Path(root)]).unwrap();
+        let index = podmesh_compute::Index::new(loaded.cluster);
+        let pod = index.outbound().pods.values().find(|p| p.identity.is_some()).unwrap().pod.clone();
+        let cfg = Arc::new(index.proxy_config(&pod).unwrap());
+        let m = Metrics::new();
+        let src: SocketAddr = "10.0.0.1:40000".parse().unwrap();
+        let dst: SocketAddr = "10.96.0.1:80".parse().unwrap();
+        let record = |status: u16, reason: ReasonCode| {
+            let mut r = AccessRecord::new(Direction::Outbound, "http/1.1", src, dst);
+            r.status = Some(status);
+            r.reason(reason);
+            r
+        };
+        let ms = Duration::from_millis(1);
+        m.record(&cfg, &record(200, ReasonCode::Ok), ms);
+        m.record(&cfg, &record(200, ReasonCode::Ok), ms);
+        m.record(&cfg, &record(503, ReasonCode::NoHealthyUpstream), ms);
+        let mut renamed = (*cfg).clone();
+        renamed.workload.workload = "renamed".into();
+        m.record(&Arc::new(renamed), &record(200, ReasonCode::Ok), ms);
+
+        let mut out = String::new();
+        assert!(m.encode(&mut out).is_ok());
+        let count = |needles: &[&str]| -> Vec<String> {
+            out.lines()
+                .filter(|l| l.starts_with("istio_requests_total{") && needles.iter().all(|n| l.contains(n)))
+                .map(|l| l.rsplit(' ').next().unwrap_or_default().to_string())
+                .collect()
+        };
+        let own = format!("source_workload=\"{}\"", cfg.workload.workload);
+        assert_eq!(count(&[&own, "response_code=\"200\""]), ["2"], "{out}");
+        assert_eq!(count(&[&own, "response_code=\"503\"", "response_flags=\"UH\""]), ["1"], "{out}");
+        assert_eq!(count(&["source_workload=\"renamed\"", "response_code=\"200\""]), ["1"], "{out}");
     }
 }

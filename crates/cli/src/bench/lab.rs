@@ -358,6 +358,7 @@ impl Lab {
             cmd.arg("--cert").arg(d.join("cert.pem")).arg("--key").arg(d.join("key.pem"));
             cmd.arg("--roots").arg(d.join("roots.pem"));
             cmd.args(["--access-log", "off"]);
+            cmd.arg("--concurrency").arg(self.workers.to_string());
             let name = format!("podmesh-{side}");
             let c = self.spawn(&name, cmd)?;
             self.wait_log(&name, "podmesh proxy: sidecar of")?;
