@@ -42,30 +42,54 @@ pub fn least_loaded(n: usize, load: impl Fn(usize) -> u64, turn: u64) -> Option<
 
 /// Live load per endpoint: requests in flight (HTTP) or open connections (TCP). A [`LoadGuard`] counts one unit
 /// for as long as it lives.
+///
+/// An endpoint with nothing in flight has load 0 whether or not it has a counter, so idle counters are dropped
+/// whenever the map has doubled since the last sweep: endpoints come and go all day, and the map stays the size of
+/// the endpoints in use.
 #[derive(Debug)]
 pub struct Loads<K> {
-    counters: Mutex<HashMap<K, Arc<AtomicU64>>>,
+    counters: Mutex<Counters<K>>,
     turn: AtomicU64,
 }
 
+#[derive(Debug)]
+struct Counters<K> {
+    by_key: HashMap<K, Arc<AtomicU64>>,
+    /// The size at which the next new key sweeps idle counters first.
+    sweep_at: usize,
+}
+
+/// The smallest map that is ever swept.
+const MIN_SWEEP: usize = 64;
+
 impl<K> Default for Loads<K> {
     fn default() -> Self {
-        Self { counters: Mutex::new(HashMap::new()), turn: AtomicU64::new(0) }
+        Self { counters: Mutex::new(Counters { by_key: HashMap::new(), sweep_at: MIN_SWEEP }), turn: AtomicU64::new(0) }
     }
 }
 
 impl<K: Hash + Eq + Clone> Loads<K> {
     pub fn load(&self, key: &K) -> u64 {
         let counters = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
-        counters.get(key).map_or(0, |c| c.load(Ordering::Relaxed))
+        counters.by_key.get(key).map_or(0, |c| c.load(Ordering::Relaxed))
     }
 
     /// Counts one request or connection on `key` until the guard is dropped.
     pub fn start(&self, key: &K) -> LoadGuard {
         let mut counters = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
-        let counter = Arc::clone(counters.entry(key.clone()).or_default());
+        if counters.by_key.len() >= counters.sweep_at && !counters.by_key.contains_key(key) {
+            // Only this map holds an idle counter (a guard holds a clone), so nothing can count on it any more.
+            counters.by_key.retain(|_, c| Arc::strong_count(c) > 1);
+            counters.sweep_at = (counters.by_key.len() * 2).max(MIN_SWEEP);
+        }
+        let counter = Arc::clone(counters.by_key.entry(key.clone()).or_default());
         counter.fetch_add(1, Ordering::Relaxed);
         LoadGuard(counter)
+    }
+
+    /// Endpoints with a counter now (for tests and the admin API: idle ones may or may not have one).
+    pub fn tracked(&self) -> usize {
+        self.counters.lock().unwrap_or_else(PoisonError::into_inner).by_key.len()
     }
 
     /// The next tie-break turn for [`least_loaded`].
@@ -131,6 +155,21 @@ impl Rng {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn idle_counters_are_swept_and_live_ones_kept() {
+        let loads: Loads<u32> = Loads::default();
+        let held = loads.start(&0);
+        for key in 1..10_000 {
+            drop(loads.start(&key));
+            assert!(loads.tracked() <= 2 * MIN_SWEEP, "{} counters after {key} endpoints", loads.tracked());
+        }
+        assert_eq!(loads.load(&0), 1, "a counter in use survives every sweep");
+        let again = loads.start(&0);
+        assert_eq!(loads.load(&0), 2);
+        drop((held, again));
+        assert_eq!(loads.load(&0), 0);
+    }
 
     #[test]
     fn p2c_prefers_the_less_loaded_of_two_distinct_draws() {
