@@ -11,8 +11,8 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use podmesh_identity::{Ca, Credentials};
 use podmesh_proxy::capture::{self, Exclude, Family};
+use podmesh_proxy::net::bind_wildcards;
 use podmesh_proxy::{AccessLog, AppMetrics, ConfigHandle, Dialer, FileSource, OrigDst, Proxy, Tls};
-use tokio::net::TcpListener;
 
 #[derive(Args, Debug)]
 pub struct ProxyArgs {
@@ -181,16 +181,25 @@ pub fn proxy(a: ProxyArgs) -> Result<ExitCode> {
     proxy_runtime(a.concurrency)?.block_on(async move {
         let handle = ConfigHandle::new(config);
         let proxy = Proxy::new(handle.clone(), Tls::new(creds)?, dialer, log);
-        let bind =
-            |addr: SocketAddr| async move { TcpListener::bind(addr).await.with_context(|| format!("binding {addr}")) };
+        // A wildcard address is served on IPv4 and IPv6 (where the kernel has it).
+        let bind = |addr: SocketAddr| bind_wildcards(addr).with_context(|| format!("binding {addr}"));
         let app_metrics = a.app_metrics_port.map(|port| AppMetrics::new(port, &a.app_metrics_path));
-        let _tasks = [
-            proxy.serve_outbound(bind(a.outbound).await?, OrigDst::Socket),
-            proxy.serve_inbound(bind(a.inbound).await?, OrigDst::Socket),
-            podmesh_proxy::serve_stats(&proxy, bind(a.stats).await?, app_metrics),
-            podmesh_proxy::serve_readiness(&proxy, bind(a.readiness).await?),
-            podmesh_proxy::serve_admin(&proxy, bind(a.admin).await?),
-        ];
+        let mut tasks = Vec::new();
+        for l in bind(a.outbound)? {
+            tasks.push(proxy.serve_outbound(l, OrigDst::Socket));
+        }
+        for l in bind(a.inbound)? {
+            tasks.push(proxy.serve_inbound(l, OrigDst::Socket));
+        }
+        for l in bind(a.stats)? {
+            tasks.push(podmesh_proxy::serve_stats(&proxy, l, app_metrics.clone()));
+        }
+        for l in bind(a.readiness)? {
+            tasks.push(podmesh_proxy::serve_readiness(&proxy, l));
+        }
+        for l in bind(a.admin)? {
+            tasks.push(podmesh_proxy::serve_admin(&proxy, l));
+        }
         // Ready once every listener is bound: the application may now start (its traffic will be captured).
         proxy.set_ready(true);
         let path = a.config.clone();
@@ -322,9 +331,11 @@ pub fn echo(a: EchoArgs) -> Result<ExitCode> {
     runtime()?.block_on(async move {
         let mut servers = Vec::new();
         for port in &a.ports {
-            let listener =
-                TcpListener::bind(("0.0.0.0", *port)).await.with_context(|| format!("binding port {port}"))?;
-            servers.push(podmesh_testkit::echo::Echo::start(listener, &a.name).await);
+            // IPv4 and, where the kernel has it, IPv6.
+            let any = SocketAddr::from(([0, 0, 0, 0], *port));
+            for listener in bind_wildcards(any).with_context(|| format!("binding port {port}"))? {
+                servers.push(podmesh_testkit::echo::Echo::start(listener, &a.name).await);
+            }
         }
         let ports: Vec<String> = a.ports.iter().map(u16::to_string).collect();
         eprintln!("podmesh echo: {} serving HTTP and TCP on port(s) {}", a.name, ports.join(", "));

@@ -41,7 +41,7 @@ fn in_private_namespaces(test: &str) -> bool {
         return false;
     }
     let exe = std::env::current_exe().unwrap();
-    let dir = std::env::temp_dir().join(format!("podmesh-lab-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("podmesh-lab-{}-{test}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let out = Command::new("unshare")
         .args(["--net", "--mount", "--pid", "--fork", "--mount-proc", "--"])
@@ -100,22 +100,40 @@ impl Drop for Lab {
 }
 
 impl Lab {
+    /// The bridge carries the first address of the mesh's pod CIDR (IPv4 or IPv6) and is every pod's gateway.
     fn new(dirs: &[&str]) -> Lab {
+        let dir = PathBuf::from(std::env::var_os(INNER).unwrap());
+        let sources: Vec<Source> = dirs.iter().map(|d| Source::Path(root().join(d))).collect();
+        let index = Index::new(podmesh_model::load(&sources).unwrap().cluster);
         // `ip netns add` bind-mounts under /run/netns: a tmpfs of our own keeps those mounts in our namespace.
         std::fs::create_dir_all("/run/netns").unwrap();
         sh(&["mount", "-t", "tmpfs", "podmesh-lab", "/run/netns"]);
         sh(&["ip", "link", "set", "lo", "up"]);
         sh(&["ip", "link", "add", "pm0", "type", "bridge"]);
-        sh(&["ip", "addr", "add", "10.244.0.1/16", "dev", "pm0"]);
+        let lab = Lab { dir, index, children: vec![] };
+        sh(&["ip", "addr", "add", &lab.on_bridge(lab.gateway()), "dev", "pm0", "nodad"]);
         sh(&["ip", "link", "set", "pm0", "up"]);
-        let dir = PathBuf::from(std::env::var_os(INNER).unwrap());
-        let sources: Vec<Source> = dirs.iter().map(|d| Source::Path(root().join(d))).collect();
-        let index = Index::new(podmesh_model::load(&sources).unwrap().cluster);
         let mut args = vec!["ca", "create", "--dir"];
-        let ca = dir.join("ca");
+        let ca = lab.dir.join("ca");
         args.push(ca.to_str().unwrap());
         run(Command::new(podmesh()).args(&args));
-        Lab { dir, index, children: vec![] }
+        lab
+    }
+
+    fn gateway(&self) -> IpAddr {
+        match self.index.cluster().mesh.pod_cidr.network() {
+            IpAddr::V4(n) => IpAddr::V4((u32::from(n) + 1).into()),
+            IpAddr::V6(n) => IpAddr::V6((u128::from(n) + 1).into()),
+        }
+    }
+
+    fn ipv6(&self) -> bool {
+        self.gateway().is_ipv6()
+    }
+
+    /// `ip` CIDR notation for an address on the bridge's subnet.
+    fn on_bridge(&self, ip: IpAddr) -> String {
+        format!("{ip}/{}", self.index.cluster().mesh.pod_cidr.prefix_len())
     }
 
     fn pod_ip(&self, pod: &str) -> IpAddr {
@@ -139,17 +157,18 @@ impl Lab {
 
     /// A pod: its namespace on the bridge, and its application (the echo workload on `ports`).
     fn pod(&mut self, pod: &str, ports: &[u16]) {
-        let ip = self.pod_ip(pod).to_string();
+        let ip = self.pod_ip(pod);
         // Interface names are limited to 15 bytes: number the host ends.
         let host_end = format!("pmv{}", self.children.len());
         let host_end = host_end.as_str();
         sh(&["ip", "netns", "add", pod]);
         sh(&["ip", "link", "add", host_end, "type", "veth", "peer", "name", "eth0", "netns", pod]);
         sh(&["ip", "link", "set", host_end, "master", "pm0", "up"]);
-        sh(&["ip", "-n", pod, "addr", "add", &format!("{ip}/16"), "dev", "eth0"]);
+        // nodad: an IPv6 address is usable at once, not after duplicate address detection.
+        sh(&["ip", "-n", pod, "addr", "add", &self.on_bridge(ip), "dev", "eth0", "nodad"]);
         sh(&["ip", "-n", pod, "link", "set", "eth0", "up"]);
         sh(&["ip", "-n", pod, "link", "set", "lo", "up"]);
-        sh(&["ip", "-n", pod, "route", "add", "default", "via", "10.244.0.1"]);
+        sh(&["ip", "-n", pod, "route", "add", "default", "via", &self.gateway().to_string()]);
         let mut echo = self.exec(pod);
         echo.args([podmesh(), "echo", "--name", pod]);
         for p in ports {
@@ -173,6 +192,9 @@ impl Lab {
             .args(["--out", dir.to_str().unwrap()]));
         let mut capture = self.exec(pod);
         capture.args([podmesh(), "capture", "install"]);
+        if self.ipv6() {
+            capture.arg("--ipv6");
+        }
         let mut proxy = self.exec(pod);
         match as_uid {
             Some(uid) => {
@@ -331,4 +353,60 @@ fn pods_in_network_namespaces_with_real_capture() {
     // The proxies' own connections were not captured again: every request above arrived exactly once.
     let web_requests: usize = web.iter().map(|p| lab.log(p).iter().filter(|r| r["reason"] == "ok").count()).sum();
     assert_eq!(web_requests, 44, "inbound ok lines on the web pods");
+}
+
+/// The same data-plane rows over IPv6 only: capture by ip6tables, the original destination of an IPv6 socket, the
+/// proxy's IPv6 listeners, mTLS and the reasons, all with IPv6 pod and Service addresses.
+#[test]
+fn ipv6_pods_with_real_capture() {
+    if !in_private_namespaces("ipv6_pods_with_real_capture") {
+        return;
+    }
+    let mut lab = Lab::new(&["examples/quickstart", "examples/quickstart/strict", "crates/cli/tests/ipv6"]);
+    assert!(lab.ipv6() && lab.service_ip("web").is_ipv6(), "the fixture makes an IPv6 cluster");
+    let web = lab.pods_of("web");
+    for pod in ["client", "legacy", "db-1"].iter().map(|s| s.to_string()).chain(web.iter().cloned()) {
+        lab.pod(&pod, &[8080, 9090]);
+    }
+    lab.sidecar("client", Some(1337), &[]);
+    lab.sidecar("db-1", None, &[]);
+    for pod in &web {
+        lab.sidecar(pod, None, &[]);
+    }
+    let url = |ip: IpAddr, port: u16| format!("http://{}/", std::net::SocketAddr::new(ip, port));
+
+    // Row 1: the Service's IPv6 ClusterIP, balanced per request over both pods on one connection, over mTLS.
+    let service = url(lab.service_ip("web"), 80);
+    let mut args = vec!["-H", "Host: web.shop"];
+    args.extend(std::iter::repeat_n(service.as_str(), 20));
+    let (code, bodies) = lab.curl("client", &args);
+    assert_eq!(code, 0, "{bodies}");
+    let served = pods_in(&bodies);
+    assert_eq!(served.len(), 2, "{served:?}");
+    assert_eq!(served.values().sum::<usize>(), 20, "{served:?}");
+    let log = lab.log("client");
+    let dst = std::net::SocketAddr::new(lab.service_ip("web"), 80).to_string();
+    let ok: Vec<_> = log.iter().filter(|r| r["reason"] == "ok" && r["dst"] == dst.as_str()).collect();
+    assert_eq!(ok.len(), 20, "the original IPv6 destination is in every record: {log:?}");
+    assert!(ok.iter().all(|r| r["peer_identity"] == "spiffe://cluster.local/ns/shop/sa/web"), "{log:?}");
+
+    // Row 7: db-1 by its IPv6 address: exactly db-1.
+    let (code, body) = lab.curl("client", &[&url(lab.pod_ip("db-1"), 8080)]);
+    assert_eq!(code, 0, "{body}");
+    assert_eq!(pods_in(&body).into_keys().collect::<Vec<_>>(), ["db-1"]);
+
+    // Row 3: a web pod by address: the destination's 404 with the reason header.
+    let pod_ip = lab.pod_ip(&web[0]);
+    let (code, head) = lab.curl("client", &["-o", "/dev/null", "-D", "-", &url(pod_ip, 8080)]);
+    assert_eq!(code, 0);
+    assert!(head.contains("x-podmesh-reason: no_route; side=destination; rule=R4.3"), "{head}");
+
+    // Row 2 (STRICT): the plain pod in plaintext is reset by the destination's IPv6 inbound capture.
+    let (code, _) = lab.curl("legacy", &["-H", "Host: web.shop", &url(pod_ip, 8080)]);
+    assert!(is_reset(code), "curl exit {code}");
+    assert!(lab.log(&web[0]).iter().any(|r| r["reason"] == "mtls_required"));
+
+    // Nothing was captured twice.
+    let web_requests: usize = web.iter().map(|p| lab.log(p).iter().filter(|r| r["reason"] == "ok").count()).sum();
+    assert_eq!(web_requests, 20, "inbound ok lines on the web pods");
 }

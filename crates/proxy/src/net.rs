@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 /// How an accepted connection's original destination is known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,4 +71,33 @@ impl Dialer {
         stream.set_nodelay(true)?;
         Ok(stream)
     }
+}
+
+/// Listens on `addr`; when that is the IPv4 wildcard (`0.0.0.0`), on the IPv6 wildcard of the same port too, as a
+/// separate IPv6-only socket, so a pod's IPv6 traffic is served like its IPv4 traffic (and each socket's original
+/// destination is of its own family). Where the kernel has no IPv6, the IPv4 listener alone is returned.
+pub fn bind_wildcards(addr: SocketAddr) -> io::Result<Vec<TcpListener>> {
+    /// Linux's "address family not supported": a kernel or namespace without IPv6.
+    const EAFNOSUPPORT: i32 = 97;
+    let v4 = listen(addr, false)?;
+    let port = v4.local_addr()?.port();
+    let mut listeners = vec![v4];
+    if addr.ip() == std::net::Ipv4Addr::UNSPECIFIED {
+        match listen(SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)), true) {
+            Ok(v6) => listeners.push(v6),
+            Err(e) if e.raw_os_error() == Some(EAFNOSUPPORT) || e.kind() == io::ErrorKind::AddrNotAvailable => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(listeners)
+}
+
+fn listen(addr: SocketAddr, v6_only: bool) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    if v6_only {
+        socket2::SockRef::from(&socket).set_only_v6(true)?;
+    }
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
 }
