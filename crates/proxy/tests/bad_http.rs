@@ -110,3 +110,129 @@ async fn a_bad_chunk_size_is_a_protocol_error_and_the_application_never_gets_a_c
     let inbound: Vec<_> = mesh.pods_of("web").iter().flat_map(|p| mesh.log(p)).collect();
     assert!(inbound.iter().all(|r| r.reason != ReasonCode::Ok || r.status != Some(200)), "{inbound:#?}");
 }
+
+// ------------------------------------------------------------------------------------------------ HTTP/2
+
+/// One HTTP/2 frame: 9-byte header, then the payload.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len()).unwrap();
+    let mut f = len.to_be_bytes()[1..].to_vec();
+    f.extend([kind, flags]);
+    f.extend(stream.to_be_bytes());
+    f.extend(payload);
+    f
+}
+
+const HEADERS: u8 = 0x1;
+const RST_STREAM: u8 = 0x3;
+const GOAWAY: u8 = 0x7;
+const CONTINUATION: u8 = 0x9;
+const END_STREAM: u8 = 0x1;
+const END_HEADERS: u8 = 0x4;
+
+/// HPACK for `GET http://web.shop/`: static-table method, scheme and path, and the authority as a literal that
+/// leaves the dynamic table alone; then `extra` as further literal bytes.
+fn get_block(extra: &[u8]) -> Vec<u8> {
+    let mut b = vec![0x82, 0x86, 0x84, 0x01, 8];
+    b.extend(b"web.shop");
+    b.extend(extra);
+    b
+}
+
+/// The client preface and an empty SETTINGS frame.
+fn preface() -> Vec<u8> {
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(frame(0x4, 0, 0, &[]));
+    out
+}
+
+/// Reads frames until the server closes the connection (or 10 s pass): (kind, flags, stream, payload) each.
+async fn frames_until_close(s: &mut TcpStream) -> Vec<(u8, u8, u32, Vec<u8>)> {
+    let mut raw = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut raw)).await;
+    assert!(read.is_ok(), "the server kept the connection open");
+    let mut frames = Vec::new();
+    let mut rest = raw.as_slice();
+    while rest.len() >= 9 {
+        let len = u32::from_be_bytes([0, rest[0], rest[1], rest[2]]) as usize;
+        let stream = u32::from_be_bytes([rest[5], rest[6], rest[7], rest[8]]) & 0x7fff_ffff;
+        let Some(payload) = rest.get(9..9 + len) else { break };
+        frames.push((rest[3], rest[4], stream, payload.to_vec()));
+        rest = &rest[9 + len..];
+    }
+    frames
+}
+
+/// The rapid-reset attack (CVE-2023-44487): a client opens streams and cancels each at once, so the server does
+/// work for requests nobody waits for. After a few such streams the sidecar sends GOAWAY (ENHANCE_YOUR_CALM) and
+/// closes; far fewer requests than were opened reach the application.
+#[tokio::test]
+async fn http2_rapid_reset_gets_goaway() {
+    let mut mesh = Mesh::start(PERMISSIVE).await;
+    let web = mesh.via_sidecar("client", mesh.service("web", 80)).await;
+    let mut s = TcpStream::connect(web).await.unwrap();
+    let mut burst = preface();
+    const STREAMS: u32 = 500;
+    for i in 0..STREAMS {
+        let id = 2 * i + 1;
+        burst.extend(frame(HEADERS, END_STREAM | END_HEADERS, id, &get_block(&[])));
+        burst.extend(frame(RST_STREAM, 0, id, &0x8u32.to_be_bytes())); // CANCEL
+    }
+    // The server may close before reading everything.
+    let _ = s.write_all(&burst).await;
+    let frames = frames_until_close(&mut s).await;
+    let goaway = frames.iter().find(|f| f.0 == GOAWAY).expect("a GOAWAY");
+    let code = u32::from_be_bytes(goaway.3[4..8].try_into().unwrap());
+    assert_eq!(code, 0xb, "ENHANCE_YOUR_CALM, got {code:#x} in {frames:?}");
+    // Give requests already on their way time to land, then count.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let reached = app_requests(&mesh);
+    assert!(reached < u64::from(STREAMS) / 4, "{reached} of {STREAMS} cancelled requests reached the application");
+}
+
+/// A header block larger than the limit (64 KiB), sent as HEADERS and a stream of CONTINUATION frames (the
+/// CONTINUATION flood): the sidecar answers the stream 431 and the application sees nothing. The server's SETTINGS
+/// carry the concurrent-stream limit.
+#[tokio::test]
+async fn http2_oversized_header_block_is_refused() {
+    let mut mesh = Mesh::start(PERMISSIVE).await;
+    let web = mesh.via_sidecar("client", mesh.service("web", 80)).await;
+    let mut s = TcpStream::connect(web).await.unwrap();
+    let mut out = preface();
+    // One literal header `x-big: <100 KiB>` without indexing: 0x00, name length + name, value length (HPACK
+    // integer, 7-bit prefix) + value.
+    let value_len: usize = 100 * 1024;
+    let mut extra = vec![0x00, 5];
+    extra.extend(b"x-big");
+    extra.push(0x7f);
+    let mut rest = value_len - 127;
+    while rest >= 128 {
+        extra.push((rest % 128) as u8 | 0x80);
+        rest /= 128;
+    }
+    extra.push(rest as u8);
+    extra.extend(std::iter::repeat_n(b'a', value_len));
+    let block = get_block(&extra);
+    let mut chunks = block.chunks(16 * 1024).peekable();
+    let first = chunks.next().unwrap();
+    out.extend(frame(HEADERS, END_STREAM, 1, first));
+    while let Some(chunk) = chunks.next() {
+        let flags = if chunks.peek().is_none() { END_HEADERS } else { 0 };
+        out.extend(frame(CONTINUATION, flags, 1, chunk));
+    }
+    let _ = s.write_all(&out).await;
+    // Half-close our side so a server that keeps the connection after refusing the stream ends it too.
+    let _ = s.shutdown().await;
+    let frames = frames_until_close(&mut s).await;
+    // The server's SETTINGS carry the concurrent-stream limit (SETTINGS_MAX_CONCURRENT_STREAMS = 1000).
+    let settings = frames.iter().find(|f| f.0 == 0x4 && f.1 == 0).expect("the server's SETTINGS");
+    let limit =
+        settings.3.chunks(6).find(|p| p[..2] == [0, 3]).map(|p| u32::from_be_bytes(p[2..6].try_into().unwrap()));
+    assert_eq!(limit, Some(1000), "{frames:?}");
+    // The stream is answered 431 and ended. HPACK: a `:status` literal (indexed name 8) whose value is "431",
+    // plain (0x03 "431") or Huffman-coded (0x83 0x69 0x90 0xff: '4' 011010, '3' 011001, '1' 00001, then EOS bits).
+    let answer = frames.iter().find(|f| f.0 == HEADERS && f.2 == 1).expect("an answer on stream 1");
+    let status_431 = [&[0x48, 0x03, b'4', b'3', b'1'][..], &[0x48, 0x83, 0x69, 0x90, 0xff][..]];
+    assert!(answer.1 & END_STREAM != 0 && status_431.contains(&answer.3.as_slice()), "{frames:?}");
+    assert_eq!(app_requests(&mesh), 0, "the oversized request reached the application");
+}
