@@ -350,6 +350,19 @@ fn pods_in_network_namespaces_with_real_capture() {
     let (code, _) = lab.curl("legacy", &["-f", &format!("http://{pod_ip}:15021/healthz/ready")]);
     assert_eq!(code, 0, "readiness");
 
+    // No loops, ever (R7): db-0's proxy runs without the mark its capture rules exclude, so its own connections
+    // come back to its 15001. It recognises them as its own: the request fails at once with the reason and the
+    // fix in the log, instead of being proxied again without end.
+    lab.pod("db-0", &[8080]);
+    lab.sidecar("db-0", None, &["--mark", "0"]);
+    let (code, head) = lab.curl("db-0", &["-o", "/dev/null", "-D", "-", "-H", "Host: web.shop", &url]);
+    assert_eq!(code, 0);
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    let log = lab.log("db-0");
+    let looped = |r: &&serde_json::Value| r["message"].as_str().is_some_and(|m| m.contains("routing loop"));
+    assert!(log.iter().any(|r| looped(&r) && r["reason"] == "upstream_connect_failure"), "{log:?}");
+    assert!(log.len() < 10, "each attempt is refused once, not proxied again: {log:?}");
+
     // The proxies' own connections were not captured again: every request above arrived exactly once.
     let web_requests: usize = web.iter().map(|p| lab.log(p).iter().filter(|r| r["reason"] == "ok").count()).sum();
     assert_eq!(web_requests, 44, "inbound ok lines on the web pods");

@@ -68,6 +68,8 @@ pub struct Proxy {
     /// Client connections being handled, for the drain to wait on and the connection cap.
     active: Arc<AtomicUsize>,
     max_connections: AtomicUsize,
+    /// Whether a routing loop was already reported on stderr.
+    loop_reported: AtomicBool,
 }
 
 impl Proxy {
@@ -87,6 +89,7 @@ impl Proxy {
             drain: tokio::sync::watch::Sender::new(false),
             active: Arc::new(AtomicUsize::new(0)),
             max_connections: AtomicUsize::new(limits::Limits::default().max_connections),
+            loop_reported: AtomicBool::new(false),
         })
     }
 
@@ -161,6 +164,10 @@ impl Proxy {
                         continue;
                     }
                 };
+                if proxy.dialer.is_own(src) {
+                    proxy.refuse_loop(&stream, src, dst, direction);
+                    continue;
+                }
                 let proxy = Arc::clone(&proxy);
                 let active = ActiveGuard::new(&proxy.active);
                 tokio::spawn(async move {
@@ -172,6 +179,31 @@ impl Proxy {
                 });
             }
         })
+    }
+
+    /// R7: one of the proxy's own connections came back through capture — the rules do not exclude the proxy.
+    /// Proxying it would open another that comes back too, without end; it is reset, logged with the fix, and said
+    /// once on stderr.
+    fn refuse_loop(&self, stream: &tokio::net::TcpStream, src: SocketAddr, dst: SocketAddr, direction: Direction) {
+        io::reset(stream);
+        let side = match direction {
+            Direction::Outbound => podmesh_route::Side::Source,
+            Direction::Inbound => podmesh_route::Side::Destination,
+        };
+        let rej = podmesh_route::Rejection::new(
+            podmesh_route::ReasonCode::UpstreamConnectFailure,
+            side,
+            podmesh_route::Rule::R7,
+            format!("a routing loop: the connection from {src} to {dst} is the sidecar's own, captured again."),
+            "exclude the proxy from capture: run it as the uid given to `capture install --uid`, or give \
+             `proxy --mark` the mark the rules exclude (default 1337)",
+        );
+        if !self.loop_reported.swap(true, Ordering::Relaxed) {
+            eprintln!("podmesh proxy: {}", rej.body().trim_end());
+        }
+        let mut rec = AccessRecord::new(direction, "tcp", src, dst);
+        rec.rejected(&rej);
+        self.log.write(rec, std::time::Duration::ZERO);
     }
 
     /// Graceful drain (SIGTERM): stop accepting, tell HTTP clients to go (HTTP/2 GOAWAY; HTTP/1 `Connection:

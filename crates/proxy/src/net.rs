@@ -9,9 +9,12 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 /// How an accepted connection's original destination is known.
@@ -32,17 +35,38 @@ impl OrigDst {
     }
 }
 
-/// Opens the proxy's own connections: to upstream endpoints, and to its application.
+/// Opens the proxy's own connections: to upstream endpoints, and to its application. It remembers the local
+/// address of each while it is open, so the proxy can recognise one of them arriving at its own listeners: a
+/// connection the capture rules failed to exclude, which would otherwise be proxied again, and again (a loop).
 #[derive(Debug, Clone)]
 pub struct Dialer {
     mark: Option<u32>,
     rewrites: Arc<HashMap<SocketAddr, SocketAddr>>,
     timeout: Duration,
+    own: Arc<Mutex<OwnConnections>>,
 }
 
 impl Default for Dialer {
     fn default() -> Self {
-        Self { mark: None, rewrites: Arc::default(), timeout: Duration::from_secs(5) }
+        Self { mark: None, rewrites: Arc::default(), timeout: Duration::from_secs(5), own: Arc::default() }
+    }
+}
+
+/// The local addresses of the proxy's open connections, each with a token that dies with its connection.
+#[derive(Debug, Default)]
+struct OwnConnections {
+    by_local: HashMap<SocketAddr, Weak<()>>,
+    /// The size at which the next insert first drops the entries of closed connections.
+    sweep_at: usize,
+}
+
+impl OwnConnections {
+    fn insert(&mut self, local: SocketAddr, open: &Arc<()>) {
+        if self.by_local.len() >= self.sweep_at {
+            self.by_local.retain(|_, w| w.strong_count() > 0);
+            self.sweep_at = (self.by_local.len() * 2).max(64);
+        }
+        self.by_local.insert(local, Arc::downgrade(open));
     }
 }
 
@@ -59,7 +83,7 @@ impl Dialer {
         self
     }
 
-    pub async fn connect(&self, addr: SocketAddr) -> io::Result<TcpStream> {
+    pub async fn connect(&self, addr: SocketAddr) -> io::Result<Dialed> {
         let target = self.rewrites.get(&addr).copied().unwrap_or(addr);
         let socket = if target.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
         if let Some(mark) = self.mark {
@@ -69,7 +93,61 @@ impl Dialer {
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("connect to {addr} timed out")))??;
         stream.set_nodelay(true)?;
-        Ok(stream)
+        let open = Arc::new(());
+        self.own.lock().unwrap_or_else(PoisonError::into_inner).insert(stream.local_addr()?, &open);
+        Ok(Dialed { stream, _open: open })
+    }
+
+    /// Whether `peer` is the local end of a connection this dialer opened and that is still open: a client with
+    /// that address is the proxy itself, captured (R7 says its sockets never are).
+    pub fn is_own(&self, peer: SocketAddr) -> bool {
+        let own = self.own.lock().unwrap_or_else(PoisonError::into_inner);
+        own.by_local.get(&peer).is_some_and(|w| w.strong_count() > 0)
+    }
+}
+
+/// A connection the proxy opened ([`Dialer::connect`]); the dialer knows its local address until it is dropped.
+#[derive(Debug)]
+pub struct Dialed {
+    stream: TcpStream,
+    _open: Arc<()>,
+}
+
+impl Dialed {
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+}
+
+impl AsyncRead for Dialed {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Dialed {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 

@@ -125,12 +125,12 @@ impl Tls {
     }
 
     /// Client side: wraps `stream` in mesh mTLS, requiring the server to be `expected`.
-    pub async fn connect(
+    pub async fn connect<S: crate::io::Io>(
         &self,
-        stream: TcpStream,
+        stream: S,
         expected: &Identity,
         sni: &str,
-    ) -> io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    ) -> io::Result<tokio_rustls::client::TlsStream<S>> {
         if self.creds.load().is_expired(std::time::SystemTime::now()) {
             // Never downgrade to plaintext; refuse until new certificates arrive.
             return Err(io::Error::other("this sidecar's certificate has expired; refusing to open mTLS"));
