@@ -311,9 +311,16 @@ pub fn protocol_name(v: Version) -> &'static str {
 /// removed one's place, which would reorder the end-to-end headers the application sees.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     // Most requests carry none of these: nothing to remove, and the map is left as it is.
-    const HOP_BY_HOP: [&str; 7] =
-        ["connection", "te", "upgrade", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization"];
-    if !HOP_BY_HOP.iter().any(|n| headers.contains_key(*n)) {
+    const HOP_BY_HOP: [HeaderName; 7] = [
+        header::CONNECTION,
+        header::TE,
+        header::UPGRADE,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+    ];
+    if !HOP_BY_HOP.iter().any(|n| headers.contains_key(n)) {
         return;
     }
     let tokens = |name: HeaderName| -> Vec<String> {
