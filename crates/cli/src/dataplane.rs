@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand, ValueEnum};
-use podmesh_identity::{Ca, Credentials};
+use podmesh_identity::Ca;
 use podmesh_proxy::capture::{self, Exclude, Family};
 use podmesh_proxy::net::bind_wildcards;
-use podmesh_proxy::{AccessLog, AppMetrics, ConfigHandle, Dialer, FileSource, OrigDst, Proxy, Tls};
+use podmesh_proxy::{AccessLog, AppMetrics, ConfigHandle, Dialer, FilePaths, FileSource, OrigDst, Proxy, Tls};
 
 #[derive(Args, Debug)]
 pub struct ProxyArgs {
@@ -150,8 +150,9 @@ fn proxy_runtime(threads: usize) -> Result<tokio::runtime::Runtime> {
 }
 
 pub fn proxy(a: ProxyArgs) -> Result<ExitCode> {
-    let (source, config) = FileSource::open(&a.config, Duration::from_secs(1)).map_err(|e| anyhow!(e))?;
-    let creds = Credentials::load(&a.cert, &a.key, &a.roots)?;
+    let paths =
+        FilePaths { config: a.config.clone(), cert: a.cert.clone(), key: a.key.clone(), roots: a.roots.clone() };
+    let (source, config, creds) = FileSource::open(paths, Duration::from_secs(1)).map_err(|e| anyhow!(e))?;
     if creds.identity() != &config.workload.identity {
         bail!(
             "the certificate is for {} but the config is the sidecar of {} ({}): issue a certificate for that identity",
@@ -202,12 +203,15 @@ pub fn proxy(a: ProxyArgs) -> Result<ExitCode> {
         }
         // Ready once every listener is bound: the application may now start (its traffic will be captured).
         proxy.set_ready(true);
-        let path = a.config.clone();
-        tokio::spawn(source.run(handle, move |event| match event {
-            Ok(()) => eprintln!("podmesh proxy: reloaded {}", path.display()),
-            Err(e) => eprintln!("podmesh proxy: kept the last good config: {e}"),
-        }));
-        tokio::spawn(watch_certificates(Arc::clone(&proxy), a.cert, a.key, a.roots));
+        // Config and certificate changes, applied as they come (new connections and requests use them).
+        let follower = Arc::clone(&proxy);
+        tokio::spawn(async move {
+            podmesh_proxy::follow(source, &follower, |event| match event {
+                Ok(what) => eprintln!("podmesh proxy: {what}"),
+                Err(e) => eprintln!("podmesh proxy: kept the config and certificates in force: {e}"),
+            })
+            .await
+        });
         eprintln!(
             "podmesh proxy: {summary}; outbound {}, inbound {}, stats {}, readiness {}, admin {}",
             a.outbound, a.inbound, a.stats, a.readiness, a.admin
@@ -218,36 +222,6 @@ pub fn proxy(a: ProxyArgs) -> Result<ExitCode> {
         eprintln!("podmesh proxy: exiting ({left} connection(s) still open)");
         Ok(ExitCode::SUCCESS)
     })
-}
-
-/// Rotation from files: when any of the three files changes and together they load, new handshakes use them
-/// (established connections keep theirs). A half-written set fails to load and is read again at its next change.
-async fn watch_certificates(proxy: Arc<Proxy>, cert: PathBuf, key: PathBuf, roots: PathBuf) {
-    let stamp =
-        || [&cert, &key, &roots].map(|p| std::fs::metadata(p).ok().and_then(|m| Some((m.modified().ok()?, m.len()))));
-    let mut seen = stamp();
-    loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let now = stamp();
-        if now == seen {
-            continue;
-        }
-        seen = now;
-        match Credentials::load(&cert, &key, &roots) {
-            Ok(creds) if creds.identity() == &proxy.tls.identity() => match proxy.tls.update(creds) {
-                Ok(()) => eprintln!("podmesh proxy: certificates reloaded"),
-                Err(e) => eprintln!("podmesh proxy: kept the current certificates: {e}"),
-            },
-            Ok(creds) => {
-                eprintln!(
-                    "podmesh proxy: kept the current certificates: the new ones are for {}, not {}",
-                    creds.identity().as_str(),
-                    proxy.tls.identity().as_str()
-                );
-            }
-            Err(e) => eprintln!("podmesh proxy: kept the current certificates for now: {e}"),
-        }
-    }
 }
 
 async fn shutdown_signal() {

@@ -40,7 +40,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 pub use admin::{AppMetrics, serve_admin, serve_readiness, serve_stats};
-pub use intake::{ConfigHandle, FileSource, read_config};
+pub use intake::{ConfigHandle, FilePaths, FileSource, Intake, Update, follow, read_config};
 pub use log::{AccessLog, AccessRecord, Direction};
 pub use metrics::{Metrics, Telemetry};
 pub use net::{Dialer, OrigDst};

@@ -7,9 +7,15 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
+use hyper_util::rt::TokioIo;
+use podmesh_proxy::Proxy;
 use podmesh_route::ReasonCode;
 use support::*;
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
 
 const PERMISSIVE: &[&str] = &["examples/quickstart"];
 const STRICT: &[&str] = &["examples/quickstart", "examples/quickstart/strict"];
@@ -200,35 +206,87 @@ async fn row18_http2_calls_on_one_connection_are_spread_per_request() {
     assert!(c.values().all(|&n| n >= 30), "{c:?}");
 }
 
+/// The files a sidecar's file source watches, in a directory of their own: its config and certificates.
+struct WatchedFiles {
+    dir: std::path::PathBuf,
+    paths: podmesh_proxy::FilePaths,
+}
+
+impl WatchedFiles {
+    fn new(name: &str) -> WatchedFiles {
+        let dir = std::env::temp_dir().join(format!("podmesh-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let paths = podmesh_proxy::FilePaths {
+            config: dir.join("config.json"),
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+            roots: dir.join("roots.pem"),
+        };
+        WatchedFiles { dir, paths }
+    }
+
+    /// Writes aside and renames over, as tools that replace config files (and Kubernetes volumes) do.
+    fn put(&self, path: &std::path::Path, bytes: &[u8]) {
+        let tmp = self.dir.join("tmp");
+        std::fs::write(&tmp, bytes).unwrap();
+        std::fs::rename(&tmp, path).unwrap();
+    }
+
+    fn config(&self, cfg: &podmesh_compute::ProxyConfig) {
+        self.put(&self.paths.config, &serde_json::to_vec(cfg).unwrap());
+    }
+
+    /// A certificate for `identity` from `ca`, with `ca` as the trust anchor.
+    fn certificates(&self, ca: &podmesh_identity::Ca, identity: &podmesh_compute::Identity) {
+        let cert = ca.issue(identity, Duration::from_secs(3600)).unwrap();
+        self.put(&self.paths.key, cert.key_pem.as_bytes());
+        self.put(&self.paths.roots, ca.cert_pem().as_bytes());
+        self.put(&self.paths.cert, cert.cert_chain_pem.as_bytes());
+    }
+
+    /// Starts following the files for `proxy`; events arrive on the receiver.
+    fn follow(&self, proxy: &Arc<Proxy>) -> (JoinHandle<()>, Events) {
+        let (source, _, _) = podmesh_proxy::FileSource::open(self.paths.clone(), Duration::from_millis(20)).unwrap();
+        let (events, heard) = tokio::sync::mpsc::unbounded_channel();
+        let proxy = Arc::clone(proxy);
+        let task = tokio::spawn(async move {
+            podmesh_proxy::follow(source, &proxy, move |e| {
+                let _ = events.send(e);
+            })
+            .await
+        });
+        (task, heard)
+    }
+}
+
+impl Drop for WatchedFiles {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+type Events = tokio::sync::mpsc::UnboundedReceiver<Result<&'static str, String>>;
+
+async fn next(heard: &mut Events) -> Result<&'static str, String> {
+    tokio::time::timeout(Duration::from_secs(5), heard.recv()).await.unwrap().unwrap()
+}
+
 #[tokio::test]
 async fn row12_and_reload_a_new_config_file_applies_to_the_next_request() {
-    use podmesh_proxy::{FileSource, read_config};
-    use std::time::Duration;
+    use podmesh_proxy::read_config;
 
     let mut mesh = Mesh::start(STRICT).await;
     let web = mesh.via_sidecar("client", mesh.service("web", 80)).await;
     let mut conn = h1(web).await;
     assert_eq!(get1(&mut conn, "web.shop", "/").await.status, 200);
 
-    // The config file the sidecar watches: the same config, then one where no web pod is ready (row 12).
-    let dir = std::env::temp_dir().join(format!("podmesh-reload-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("client.json");
+    // The files the sidecar watches: the same config, then one where no web pod is ready (row 12).
+    let files = WatchedFiles::new("reload");
     let proxy = &mesh.sidecars["client"];
     let good = (*proxy.config.current()).clone();
-    let write = |cfg: &podmesh_compute::ProxyConfig| {
-        // Write aside and rename over, as tools that replace config files do.
-        let tmp = dir.join("client.json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec(cfg).unwrap()).unwrap();
-        std::fs::rename(&tmp, &path).unwrap();
-    };
-    write(&good);
-    let (source, read) = FileSource::open(&path, Duration::from_millis(20)).unwrap();
-    assert_eq!(read, good);
-    let (events, mut heard) = tokio::sync::mpsc::unbounded_channel();
-    let watcher = tokio::spawn(source.run(proxy.config.clone(), move |e: Result<(), String>| {
-        let _ = events.send(e);
-    }));
+    files.config(&good);
+    files.certificates(&mesh.ca, &good.workload.identity);
+    let (watcher, mut heard) = files.follow(proxy);
     let mut none_ready = good.clone();
     let mut outbound = (*none_ready.outbound).clone();
     for up in outbound.clusters.values_mut().filter(|u| &*u.service.name == "web") {
@@ -236,30 +294,92 @@ async fn row12_and_reload_a_new_config_file_applies_to_the_next_request() {
             ep.ready = false;
         }
     }
-    none_ready.outbound = std::sync::Arc::new(outbound);
-    write(&none_ready);
-    assert_eq!(next(&mut heard).await, Ok(()));
+    none_ready.outbound = Arc::new(outbound);
+    files.config(&none_ready);
+    assert_eq!(next(&mut heard).await, Ok("config reloaded"));
     // The same client connection: the next request sees the new config.
     let g = get1(&mut conn, "web.shop", "/").await;
     assert_eq!(g.status, 503, "{g:?}");
     assert_eq!(g.reason.as_deref(), Some("no_healthy_upstream; side=source; rule=R3.1"));
 
     // A broken file is refused and the last good config stays.
-    std::fs::write(&path, b"{ not json").unwrap();
+    std::fs::write(&files.paths.config, b"{ not json").unwrap();
     let e = next(&mut heard).await.unwrap_err();
     assert!(e.contains("not a sidecar config"), "{e}");
     assert_eq!(get1(&mut conn, "web.shop", "/").await.status, 503);
-    assert_eq!(read_config(&path).unwrap_err(), e);
+    assert_eq!(read_config(&files.paths.config).unwrap_err(), e);
 
-    write(&good);
-    assert_eq!(next(&mut heard).await, Ok(()));
+    // So is the config of another sidecar: an identity never changes.
+    let other = mesh.index.proxy_config(&podmesh_model::ObjectKey::new("shop", "db-1")).unwrap();
+    files.config(&other);
+    let e = next(&mut heard).await.unwrap_err();
+    assert!(e.contains("refused a config for shop/db-1"), "{e}");
+    assert_eq!(get1(&mut conn, "web.shop", "/").await.status, 503);
+
+    files.config(&good);
+    assert_eq!(next(&mut heard).await, Ok("config reloaded"));
     assert_eq!(get1(&mut conn, "web.shop", "/").await.status, 200);
     watcher.abort();
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
-async fn next(heard: &mut tokio::sync::mpsc::UnboundedReceiver<Result<(), String>>) -> Result<(), String> {
-    tokio::time::timeout(std::time::Duration::from_secs(5), heard.recv()).await.unwrap().unwrap()
+/// Certificates from files (R5 rotation): new handshakes use each new set, a set for another identity is refused.
+/// Shown with a CA the mesh does not trust: once the client sidecar rotates to its certificate, a new connection
+/// to a STRICT pod is refused by the destination; rotating back to the mesh CA's restores it.
+#[tokio::test]
+async fn rotated_certificates_apply_to_new_handshakes() {
+    let mut mesh = Mesh::start(STRICT).await;
+    // Direct pod traffic: one new mTLS connection per client connection.
+    let db1 = mesh.via_sidecar("client", SocketAddr::new(mesh.pod_ip("db-1"), 8080)).await;
+    let get = || async move { get1(&mut h1(db1).await, "db-1.db.shop", "/").await };
+    assert_eq!(get().await.status, 200);
+
+    let files = WatchedFiles::new("rotate");
+    let proxy = &mesh.sidecars["client"];
+    let me = proxy.tls.identity();
+    files.config(&proxy.config.current());
+    files.certificates(&mesh.ca, &me);
+    let (watcher, mut heard) = files.follow(proxy);
+
+    let stranger = podmesh_identity::Ca::new("cluster.local").unwrap();
+    files.certificates(&stranger, &me);
+    assert_eq!(next_applied(&mut heard).await, "certificates reloaded");
+    let refused = tokio::time::timeout(Duration::from_secs(5), async {
+        let conn = TcpStream::connect(db1).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(conn)).await.unwrap();
+        tokio::spawn(conn);
+        sender.send_request(request("db-1.db.shop", "/")).await
+    })
+    .await
+    .unwrap();
+    assert!(refused.is_err(), "a connection with the untrusted certificate was served: {refused:?}");
+    assert!(mesh.log("db-1").iter().any(|r| r.reason == ReasonCode::MtlsRequired), "{:#?}", mesh.log("db-1"));
+
+    // Certificates for another identity are refused; the ones in force stay.
+    let db = mesh.index.proxy_config(&podmesh_model::ObjectKey::new("shop", "db-1")).unwrap().workload.identity;
+    files.certificates(&mesh.ca, &db);
+    let e = loop {
+        if let Err(e) = next(&mut heard).await {
+            break e;
+        }
+    };
+    assert!(e.contains("refused certificates for spiffe://cluster.local/ns/shop/sa/db"), "{e}");
+    assert_eq!(proxy.tls.identity(), me);
+
+    files.certificates(&mesh.ca, &me);
+    assert_eq!(next_applied(&mut heard).await, "certificates reloaded");
+    assert_eq!(get().await.status, 200);
+    watcher.abort();
+}
+
+/// The next applied update. Three files are replaced one by one, so the source may first see a partial set,
+/// which fails to load (a key that does not match its certificate) and is read again when the rest arrives.
+async fn next_applied(heard: &mut Events) -> &'static str {
+    loop {
+        match next(heard).await {
+            Ok(what) => return what,
+            Err(e) => assert!(e.contains("cert.pem"), "not a partial certificate set: {e}"),
+        }
+    }
 }
 
 #[tokio::test]
