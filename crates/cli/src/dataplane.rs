@@ -219,6 +219,7 @@ pub fn proxy(a: ProxyArgs) -> Result<ExitCode> {
         shutdown_signal().await;
         eprintln!("podmesh proxy: draining for up to {} s", a.drain_seconds);
         let left = proxy.drain(Duration::from_secs(a.drain_seconds)).await;
+        proxy.log.flush();
         eprintln!("podmesh proxy: exiting ({left} connection(s) still open)");
         Ok(ExitCode::SUCCESS)
     })

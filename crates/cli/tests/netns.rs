@@ -228,11 +228,20 @@ impl Lab {
         }
     }
 
+    /// The sidecar's access log. Lines are written at the end of the event-loop turn that finished them, so a
+    /// reply can reach curl a moment before its line is written: read until the file stops changing.
     fn log(&self, pod: &str) -> Vec<serde_json::Value> {
-        read(&self.dir.join(format!("{pod}.sidecar.out")))
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("access log line {l:?}: {e}")))
-            .collect()
+        let path = self.dir.join(format!("{pod}.sidecar.out"));
+        let mut text = read(&path);
+        for _ in 0..40 {
+            std::thread::sleep(Duration::from_millis(25));
+            let again = read(&path);
+            if again == text {
+                break;
+            }
+            text = again;
+        }
+        text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("access log line {l:?}: {e}"))).collect()
     }
 
     /// curl from inside `pod`: (exit code, stdout).

@@ -118,8 +118,8 @@ impl AccessRecord {
 enum Sink {
     #[default]
     Off,
-    /// One JSON line per record on standard output.
-    Stdout,
+    /// One JSON line per record on standard output, written at the end of the event-loop turn that produced it.
+    Stdout(Arc<Batch>),
     /// Kept in memory, for tests.
     Memory(Arc<Mutex<Vec<AccessRecord>>>),
 }
@@ -141,7 +141,7 @@ impl AccessLog {
 
     /// One JSON line per record on standard output.
     pub fn stdout() -> Self {
-        AccessLog { sink: Sink::Stdout, telemetry: None }
+        AccessLog { sink: Sink::Stdout(Arc::default()), telemetry: None }
     }
 
     /// Kept in memory ([`AccessLog::records`]), for tests.
@@ -153,7 +153,7 @@ impl AccessLog {
     pub fn sink_name(&self) -> &'static str {
         match self.sink {
             Sink::Off => "off",
-            Sink::Stdout => "stdout",
+            Sink::Stdout(_) => "stdout",
             Sink::Memory(_) => "memory",
         }
     }
@@ -196,13 +196,19 @@ impl AccessLog {
         r.duration_ms = elapsed.as_secs_f64() * 1000.0;
         match &self.sink {
             Sink::Off => {}
-            Sink::Stdout => {
-                if let Ok(mut line) = serde_json::to_vec(&r) {
-                    line.push(b'\n');
-                    let _ = std::io::stdout().lock().write_all(&line);
+            Sink::Stdout(batch) => {
+                if let Ok(line) = serde_json::to_vec(&r) {
+                    batch.push(&line);
                 }
             }
             Sink::Memory(v) => v.lock().unwrap_or_else(PoisonError::into_inner).push(r),
+        }
+    }
+
+    /// Writes out the lines not yet written (stdout); call before the process exits.
+    pub fn flush(&self) {
+        if let Sink::Stdout(batch) = &self.sink {
+            batch.flush();
         }
     }
 
@@ -211,6 +217,54 @@ impl AccessLog {
         match &self.sink {
             Sink::Memory(v) => v.lock().unwrap_or_else(PoisonError::into_inner).clone(),
             _ => Vec::new(),
+        }
+    }
+}
+
+/// Lines waiting for standard output. A record is finished while its response is still being written (when the
+/// response body ends), so writing it there would put a system call between the response and its flush: instead
+/// the lines of one event-loop turn are written together by a task that runs once the turn's other work is done.
+/// Outside a runtime, and when a megabyte is waiting, lines are written at once.
+#[derive(Debug, Default)]
+pub struct Batch {
+    lines: Mutex<Vec<u8>>,
+    /// Whether a task to write them is already on its way.
+    scheduled: std::sync::atomic::AtomicBool,
+}
+
+impl Batch {
+    const MAX_WAITING: usize = 1 << 20;
+
+    fn push(self: &Arc<Self>, line: &[u8]) {
+        let waiting = {
+            let mut lines = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
+            lines.extend_from_slice(line);
+            lines.push(b'\n');
+            lines.len()
+        };
+        if waiting >= Self::MAX_WAITING {
+            return self.flush();
+        }
+        if self.scheduled.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                let batch = Arc::clone(self);
+                rt.spawn(async move {
+                    tokio::task::yield_now().await;
+                    batch.flush();
+                });
+            }
+            Err(_) => self.flush(),
+        }
+    }
+
+    fn flush(&self) {
+        self.scheduled.store(false, std::sync::atomic::Ordering::Release);
+        let lines = std::mem::take(&mut *self.lines.lock().unwrap_or_else(PoisonError::into_inner));
+        if !lines.is_empty() {
+            let _ = std::io::stdout().lock().write_all(&lines);
         }
     }
 }
