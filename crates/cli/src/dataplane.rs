@@ -60,8 +60,9 @@ pub struct ProxyArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 5)]
     drain_seconds: u64,
     /// Worker threads (Istio's `concurrency`). 1 runs everything on one thread with no cross-thread wake-ups, the
-    /// cheapest per request; 0 means one per CPU.
-    #[arg(long, value_name = "N", default_value_t = 2)]
+    /// cheapest per request (Linkerd's proxy does the same when it has one core), and suits a machine shared by
+    /// many sidecars; raise it for a workload that needs more than one core of proxying. 0 means one per CPU.
+    #[arg(long, value_name = "N", default_value_t = 1)]
     concurrency: usize,
     /// Validate the config and certificates, print what would run, and exit.
     #[arg(long)]

@@ -164,7 +164,7 @@ impl Proxy {
                         continue;
                     }
                 };
-                if proxy.dialer.is_own(src) {
+                if direction == Direction::Outbound && proxy.dialer.is_own(src) {
                     proxy.refuse_loop(&stream, src, dst, direction);
                     continue;
                 }

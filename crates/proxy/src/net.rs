@@ -36,7 +36,7 @@ impl OrigDst {
 }
 
 /// Opens the proxy's own connections: to upstream endpoints, and to its application. It remembers the local
-/// address of each while it is open, so the proxy can recognise one of them arriving at its own listeners: a
+/// port of each while it is open, so the proxy can recognise one of them arriving at its outbound listener: a
 /// connection the capture rules failed to exclude, which would otherwise be proxied again, and again (a loop).
 #[derive(Debug, Clone)]
 pub struct Dialer {
@@ -52,21 +52,21 @@ impl Default for Dialer {
     }
 }
 
-/// The local addresses of the proxy's open connections, each with a token that dies with its connection.
+/// The local ports of the proxy's open connections, each with a token that dies with its connection.
 #[derive(Debug, Default)]
 struct OwnConnections {
-    by_local: HashMap<SocketAddr, Weak<()>>,
+    by_port: HashMap<u16, Weak<()>>,
     /// The size at which the next insert first drops the entries of closed connections.
     sweep_at: usize,
 }
 
 impl OwnConnections {
-    fn insert(&mut self, local: SocketAddr, open: &Arc<()>) {
-        if self.by_local.len() >= self.sweep_at {
-            self.by_local.retain(|_, w| w.strong_count() > 0);
-            self.sweep_at = (self.by_local.len() * 2).max(64);
+    fn insert(&mut self, port: u16, open: &Arc<()>) {
+        if self.by_port.len() >= self.sweep_at {
+            self.by_port.retain(|_, w| w.strong_count() > 0);
+            self.sweep_at = (self.by_port.len() * 2).max(64);
         }
-        self.by_local.insert(local, Arc::downgrade(open));
+        self.by_port.insert(port, Arc::downgrade(open));
     }
 }
 
@@ -89,20 +89,26 @@ impl Dialer {
         if let Some(mark) = self.mark {
             socket2::SockRef::from(&socket).set_mark(mark)?;
         }
+        // The local port is taken before the connection is attempted, and known before its SYN can come back
+        // through capture to our own listener. A port bound this way belongs to this socket alone: connections
+        // that other processes open without binding never share it.
+        let any = if target.is_ipv4() { SocketAddr::from(([0, 0, 0, 0], 0)) } else { SocketAddr::from(([0u16; 8], 0)) };
+        socket.bind(any)?;
+        let open = Arc::new(());
+        self.own.lock().unwrap_or_else(PoisonError::into_inner).insert(socket.local_addr()?.port(), &open);
         let stream = tokio::time::timeout(self.timeout, socket.connect(target))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("connect to {addr} timed out")))??;
         stream.set_nodelay(true)?;
-        let open = Arc::new(());
-        self.own.lock().unwrap_or_else(PoisonError::into_inner).insert(stream.local_addr()?, &open);
         Ok(Dialed { stream, _open: open })
     }
 
-    /// Whether `peer` is the local end of a connection this dialer opened and that is still open: a client with
-    /// that address is the proxy itself, captured (R7 says its sockets never are).
-    pub fn is_own(&self, peer: SocketAddr) -> bool {
+    /// Whether `client`, a connection from this pod captured on its way out, is one the proxy itself opened and
+    /// still holds: its source port is one of the proxy's (R7 says the proxy's sockets are never captured). Only
+    /// meaningful for outbound capture, whose clients are all local.
+    pub fn is_own(&self, client: SocketAddr) -> bool {
         let own = self.own.lock().unwrap_or_else(PoisonError::into_inner);
-        own.by_local.get(&peer).is_some_and(|w| w.strong_count() > 0)
+        own.by_port.get(&client.port()).is_some_and(|w| w.strong_count() > 0)
     }
 }
 
