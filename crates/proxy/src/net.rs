@@ -119,12 +119,6 @@ pub struct Dialed {
     _open: Arc<()>,
 }
 
-impl Dialed {
-    pub fn stream(&self) -> &TcpStream {
-        &self.stream
-    }
-}
-
 impl AsyncRead for Dialed {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.stream).poll_read(cx, buf)
