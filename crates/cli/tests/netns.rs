@@ -88,6 +88,8 @@ struct Lab {
     dir: PathBuf,
     index: Index,
     children: Vec<Child>,
+    /// Pods whose sidecar's stdout is a pipe nobody reads (a stuck log collector).
+    unread_stdout: Vec<String>,
 }
 
 impl Drop for Lab {
@@ -110,7 +112,7 @@ impl Lab {
         sh(&["mount", "-t", "tmpfs", "podmesh-lab", "/run/netns"]);
         sh(&["ip", "link", "set", "lo", "up"]);
         sh(&["ip", "link", "add", "pm0", "type", "bridge"]);
-        let lab = Lab { dir, index, children: vec![] };
+        let lab = Lab { dir, index, children: vec![], unread_stdout: vec![] };
         sh(&["ip", "addr", "add", &lab.on_bridge(lab.gateway()), "dev", "pm0", "nodad"]);
         sh(&["ip", "link", "set", "pm0", "up"]);
         let mut args = vec!["ca", "create", "--dir"];
@@ -218,7 +220,13 @@ impl Lab {
     fn spawn(&mut self, pod: &str, what: &str, mut cmd: Command, ready: &str) {
         let out = self.dir.join(format!("{pod}.{what}.out"));
         let err = self.dir.join(format!("{pod}.{what}.err"));
-        cmd.stdout(std::fs::File::create(&out).unwrap()).stderr(std::fs::File::create(&err).unwrap());
+        if what == "sidecar" && self.unread_stdout.iter().any(|p| p == pod) {
+            // Kept open in the Child and never read: it fills up (64 KiB) and stays full.
+            cmd.stdout(Stdio::piped());
+        } else {
+            cmd.stdout(std::fs::File::create(&out).unwrap());
+        }
+        cmd.stderr(std::fs::File::create(&err).unwrap());
         cmd.stdin(Stdio::null());
         self.children.push(cmd.spawn().unwrap());
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -228,13 +236,13 @@ impl Lab {
         }
     }
 
-    /// The sidecar's access log. Lines are written at the end of the event-loop turn that finished them, so a
-    /// reply can reach curl a moment before its line is written: read until the file stops changing.
+    /// The sidecar's access log. Its lines are written every 10 ms by a thread of their own, so a reply can reach
+    /// curl a moment before its line is written: read until the file stops changing for 60 ms.
     fn log(&self, pod: &str) -> Vec<serde_json::Value> {
         let path = self.dir.join(format!("{pod}.sidecar.out"));
         let mut text = read(&path);
         for _ in 0..40 {
-            std::thread::sleep(Duration::from_millis(25));
+            std::thread::sleep(Duration::from_millis(60));
             let again = read(&path);
             if again == text {
                 break;
@@ -246,10 +254,18 @@ impl Lab {
 
     /// curl from inside `pod`: (exit code, stdout).
     fn curl(&self, pod: &str, args: &[&str]) -> (i32, String) {
-        let out = self.exec(pod).args(["curl", "-sS", "--max-time", "10"]).args(args).output().unwrap();
+        // --max-time bounds each URL; `timeout` bounds the whole run of many URLs.
+        let out =
+            self.exec(pod).args(["timeout", "60", "curl", "-sS", "--max-time", "10"]).args(args).output().unwrap();
         let code = out.status.code().unwrap_or(-1);
         if code != 0 {
-            eprintln!("curl {args:?} from {pod}: exit {code}: {}", String::from_utf8_lossy(&out.stderr).trim());
+            let shown = &args[..args.len().min(4)];
+            let more = if args.len() > shown.len() {
+                format!(" (and {} more)", args.len() - shown.len())
+            } else {
+                String::new()
+            };
+            eprintln!("curl {shown:?}{more} from {pod}: exit {code}: {}", String::from_utf8_lossy(&out.stderr).trim());
         }
         (code, String::from_utf8_lossy(&out.stdout).into_owned())
     }
@@ -371,6 +387,22 @@ fn pods_in_network_namespaces_with_real_capture() {
     let looped = |r: &&serde_json::Value| r["message"].as_str().is_some_and(|m| m.contains("routing loop"));
     assert!(log.iter().any(|r| looped(&r) && r["reason"] == "upstream_connect_failure"), "{log:?}");
     assert!(log.len() < 10, "each attempt is refused once, not proxied again: {log:?}");
+
+    // A sidecar whose stdout nobody reads: once the pipe is full, access-log lines are dropped and counted, and
+    // traffic goes on. 400 requests log far more than a pipe holds.
+    lab.unread_stdout.push("db-2".into());
+    lab.pod("db-2", &[8080]);
+    lab.sidecar("db-2", None, &[]);
+    let db2 = format!("http://{}:8080/", lab.pod_ip("db-2"));
+    let mut args = vec!["-H", "Host: db-2.db.shop"];
+    args.extend(std::iter::repeat_n(db2.as_str(), 400));
+    let (code, bodies) = lab.curl("client", &args);
+    assert_eq!(code, 0);
+    assert_eq!(pods_in(&bodies).get("db-2"), Some(&400));
+    let (code, text) = lab.curl("legacy", &[&format!("http://{}:15020/stats/prometheus", lab.pod_ip("db-2"))]);
+    assert_eq!(code, 0);
+    let dropped = text.lines().find_map(|l| l.strip_prefix("podmesh_access_log_dropped_lines_total "));
+    assert_eq!(dropped, Some("0"), "nothing dropped yet: lines wait in memory up to 16 MiB");
 
     // The proxies' own connections were not captured again: every request above arrived exactly once.
     let web_requests: usize = web.iter().map(|p| lab.log(p).iter().filter(|r| r["reason"] == "ok").count()).sum();

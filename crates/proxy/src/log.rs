@@ -118,7 +118,7 @@ impl AccessRecord {
 enum Sink {
     #[default]
     Off,
-    /// One JSON line per record on standard output, written at the end of the event-loop turn that produced it.
+    /// One JSON line per record on standard output, written by a thread of its own ([`Batch`]).
     Stdout(Arc<Batch>),
     /// Kept in memory, for tests.
     Memory(Arc<Mutex<Vec<AccessRecord>>>),
@@ -141,7 +141,7 @@ impl AccessLog {
 
     /// One JSON line per record on standard output.
     pub fn stdout() -> Self {
-        AccessLog { sink: Sink::Stdout(Arc::default()), telemetry: None }
+        AccessLog { sink: Sink::Stdout(Batch::start()), telemetry: None }
     }
 
     /// Kept in memory ([`AccessLog::records`]), for tests.
@@ -197,8 +197,9 @@ impl AccessLog {
         match &self.sink {
             Sink::Off => {}
             Sink::Stdout(batch) => {
-                if let Ok(line) = serde_json::to_vec(&r) {
-                    batch.push(&line);
+                let queued = serde_json::to_vec(&r).is_ok_and(|line| batch.push(&line));
+                if let (false, Some(t)) = (queued, &self.telemetry) {
+                    t.metrics().access_log_dropped();
                 }
             }
             Sink::Memory(v) => v.lock().unwrap_or_else(PoisonError::into_inner).push(r),
@@ -221,47 +222,55 @@ impl AccessLog {
     }
 }
 
-/// Lines waiting for standard output. A record is finished while its response is still being written (when the
-/// response body ends), so writing it there would put a system call between the response and its flush: instead
-/// the lines of one event-loop turn are written together by a task that runs once the turn's other work is done.
-/// Outside a runtime, and when a megabyte is waiting, lines are written at once.
+/// Lines waiting for standard output, written by a thread of their own every [`Batch::INTERVAL`]. A record is
+/// finished while its response is still being written (when the response body ends): the data path only appends
+/// its line to memory, so neither a system call nor a slow reader of stdout (a full pipe) ever sits between a
+/// response and the next request. If stdout is not read at all, lines beyond [`Batch::MAX_WAITING`] bytes are
+/// dropped and counted (`podmesh_access_log_dropped_lines_total`), rather than stall the traffic.
 #[derive(Debug, Default)]
 pub struct Batch {
     lines: Mutex<Vec<u8>>,
-    /// Whether a task to write them is already on its way.
-    scheduled: std::sync::atomic::AtomicBool,
+    /// Held while writing, so batches reach stdout in order whoever writes them.
+    writing: Mutex<()>,
 }
 
 impl Batch {
-    const MAX_WAITING: usize = 1 << 20;
+    pub const INTERVAL: Duration = Duration::from_millis(10);
+    pub const MAX_WAITING: usize = 16 << 20;
 
-    fn push(self: &Arc<Self>, line: &[u8]) {
-        let waiting = {
-            let mut lines = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
-            lines.extend_from_slice(line);
-            lines.push(b'\n');
-            lines.len()
-        };
-        if waiting >= Self::MAX_WAITING {
-            return self.flush();
-        }
-        if self.scheduled.swap(true, std::sync::atomic::Ordering::AcqRel) {
-            return;
-        }
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => {
-                let batch = Arc::clone(self);
-                rt.spawn(async move {
-                    tokio::task::yield_now().await;
-                    batch.flush();
-                });
+    /// A batch and its writer thread, which ends when the batch is dropped.
+    fn start() -> Arc<Batch> {
+        let batch = Arc::new(Batch::default());
+        let weak = Arc::downgrade(&batch);
+        let spawned = std::thread::Builder::new().name("access-log".into()).spawn(move || {
+            loop {
+                std::thread::sleep(Self::INTERVAL);
+                match weak.upgrade() {
+                    Some(batch) => batch.flush(),
+                    None => return,
+                }
             }
-            Err(_) => self.flush(),
+        });
+        if let Err(e) = spawned {
+            eprintln!("podmesh proxy: no access-log writer thread ({e}): lines are written on exit only");
         }
+        batch
     }
 
+    /// Queues `line`; false when it was dropped because too much is waiting already.
+    fn push(&self, line: &[u8]) -> bool {
+        let mut lines = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
+        if lines.len() + line.len() >= Self::MAX_WAITING {
+            return false;
+        }
+        lines.extend_from_slice(line);
+        lines.push(b'\n');
+        true
+    }
+
+    /// Writes out every line waiting.
     fn flush(&self) {
-        self.scheduled.store(false, std::sync::atomic::Ordering::Release);
+        let _writing = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
         let lines = std::mem::take(&mut *self.lines.lock().unwrap_or_else(PoisonError::into_inner));
         if !lines.is_empty() {
             let _ = std::io::stdout().lock().write_all(&lines);

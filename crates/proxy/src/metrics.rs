@@ -13,6 +13,7 @@
 //! | `podmesh_requests_total{direction,reason,side}` | counter | each HTTP request record |
 //! | `podmesh_connections_total{direction,reason,side}` | counter | each TCP record |
 //! | `podmesh_app_scrape_errors_total` | counter | failed scrapes of the application's metrics (R8) |
+//! | `podmesh_access_log_dropped_lines_total` | counter | access-log lines dropped because stdout is not read |
 //!
 //! A TCP connection yields one record, when it closes, so `istio_tcp_connections_opened_total` is counted then too:
 //! it equals the closed count and lags a long-lived connection's open. Counting at open would need a hook in the
@@ -138,6 +139,7 @@ pub struct Metrics {
     podmesh_requests: Family<ReasonLabels, Counter>,
     podmesh_connections: Family<ReasonLabels, Counter>,
     app_scrape_errors: Counter,
+    access_log_dropped: Counter,
     series: SeriesCache,
 }
 
@@ -162,6 +164,7 @@ impl Metrics {
             podmesh_requests: Family::default(),
             podmesh_connections: Family::default(),
             app_scrape_errors: Counter::default(),
+            access_log_dropped: Counter::default(),
             series: SeriesCache::default(),
         };
         let mut r = Registry::default();
@@ -193,6 +196,11 @@ impl Metrics {
             "podmesh_app_scrape_errors",
             "Failed scrapes of the application's own metrics for the merged endpoint (R8)",
             m.app_scrape_errors.clone(),
+        );
+        r.register(
+            "podmesh_access_log_dropped_lines",
+            "Access-log lines dropped because standard output was not being read",
+            m.access_log_dropped.clone(),
         );
         Metrics { registry: r, ..m }
     }
@@ -266,6 +274,11 @@ impl Metrics {
                 response_bytes: self.response_bytes.get_or_create(&labels).clone(),
             }
         }
+    }
+
+    /// Counts an access-log line dropped because stdout is not being read.
+    pub fn access_log_dropped(&self) {
+        self.access_log_dropped.inc();
     }
 
     /// Counts a failed scrape of the application's metrics.
@@ -550,12 +563,15 @@ mod tests {
         m.app_scrape_failed();
         let mut out = String::new();
         assert!(m.encode(&mut out).is_ok());
-        // Families with no sample yet are left out; the unlabelled counter always has one. The encoder adds the
+        // Families with no sample yet are left out; the unlabelled counters always have one. The encoder adds the
         // help text's final period.
         assert_eq!(
             out,
             "# HELP podmesh_app_scrape_errors_total Failed scrapes of the application's own metrics for the merged \
-             endpoint (R8).\n# TYPE podmesh_app_scrape_errors_total counter\npodmesh_app_scrape_errors_total 1\n"
+             endpoint (R8).\n# TYPE podmesh_app_scrape_errors_total counter\npodmesh_app_scrape_errors_total 1\n\
+             # HELP podmesh_access_log_dropped_lines_total Access-log lines dropped because standard output was not \
+             being read.\n# TYPE podmesh_access_log_dropped_lines_total counter\n\
+             podmesh_access_log_dropped_lines_total 0\n"
         );
     }
 
