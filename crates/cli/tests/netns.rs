@@ -236,13 +236,13 @@ impl Lab {
         }
     }
 
-    /// The sidecar's access log. Its lines are written every 10 ms by a thread of their own, so a reply can reach
-    /// curl a moment before its line is written: read until the file stops changing for 60 ms.
+    /// The sidecar's access log. Its lines are written every 100 ms by a thread of their own, so a reply reaches
+    /// curl before its line is written: read until the file has not changed for 250 ms.
     fn log(&self, pod: &str) -> Vec<serde_json::Value> {
         let path = self.dir.join(format!("{pod}.sidecar.out"));
         let mut text = read(&path);
-        for _ in 0..40 {
-            std::thread::sleep(Duration::from_millis(60));
+        for _ in 0..20 {
+            std::thread::sleep(Duration::from_millis(250));
             let again = read(&path);
             if again == text {
                 break;

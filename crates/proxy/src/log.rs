@@ -235,7 +235,7 @@ pub struct Batch {
 }
 
 impl Batch {
-    pub const INTERVAL: Duration = Duration::from_millis(10);
+    pub const INTERVAL: Duration = Duration::from_millis(100);
     pub const MAX_WAITING: usize = 16 << 20;
 
     /// A batch and its writer thread, which ends when the batch is dropped.
