@@ -5,8 +5,10 @@
 //! its bridge, pod namespaces and rules inside that private tree. When the test process ends — passed, failed or
 //! killed — the kernel tears all of it down, processes included (they live in the test's PID namespace).
 //!
-//! Needs root (CI runs as root), `unshare`, `ip`, `iptables-restore`, `setpriv` and `curl`; without root the
-//! test says so and passes without running (the in-process tier covers the logic there).
+//! Needs `unshare`, `ip`, `iptables-restore`, `setpriv` and `curl`, and root (CI runs as root) or unprivileged
+//! user namespaces: without root the test runs as root of a user namespace of its own (the uid exclusion is
+//! then replaced by the mark, as no other uid exists there). Where neither is possible the test says so and
+//! passes without running (the in-process tier covers the logic there).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -21,6 +23,8 @@ use podmesh_model::Source;
 
 /// Set in the re-run: the lab's working directory (config, certificates, logs), made and removed outside.
 const INNER: &str = "PODMESH_LAB_DIR";
+/// Set in the re-run when it is root only inside a user namespace: no other uid exists there.
+const ROOTLESS: &str = "PODMESH_LAB_ROOTLESS";
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -36,20 +40,27 @@ fn in_private_namespaces(test: &str) -> bool {
     if std::env::var_os(INNER).is_some() {
         return true;
     }
-    if !is_root() {
-        eprintln!("SKIPPED {test}: needs root for network namespaces and iptables (CI runs as root)");
-        return false;
+    // As root: private net, mount and pid namespaces. Otherwise a user namespace first, in which we are root
+    // (ztunnel's pattern), where the kernel allows unprivileged user namespaces.
+    let mut namespaces = vec!["--net", "--mount", "--pid", "--fork", "--mount-proc"];
+    let rootless = !is_root();
+    if rootless {
+        let userns = Command::new("unshare").args(["--user", "--map-root-user", "true"]).status();
+        if !userns.is_ok_and(|s| s.success()) {
+            eprintln!("SKIPPED {test}: needs root, or unprivileged user namespaces, for network namespaces");
+            return false;
+        }
+        namespaces.splice(0..0, ["--user", "--map-root-user"]);
     }
     let exe = std::env::current_exe().unwrap();
     let dir = std::env::temp_dir().join(format!("podmesh-lab-{}-{test}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let out = Command::new("unshare")
-        .args(["--net", "--mount", "--pid", "--fork", "--mount-proc", "--"])
-        .arg(exe)
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env(INNER, &dir)
-        .output()
-        .expect("running unshare (util-linux)");
+    let mut unshare = Command::new("unshare");
+    unshare.args(&namespaces).arg("--").arg(exe).args([test, "--exact", "--nocapture", "--test-threads=1"]);
+    if rootless {
+        unshare.env(ROOTLESS, "1");
+    }
+    let out = unshare.env(INNER, &dir).output().expect("running unshare (util-linux)");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     // The processes' own logs, for a failure.
@@ -198,6 +209,13 @@ impl Lab {
             capture.arg("--ipv6");
         }
         let mut proxy = self.exec(pod);
+        let as_uid = as_uid.filter(|uid| {
+            let rootless = std::env::var_os(ROOTLESS).is_some();
+            if rootless {
+                eprintln!("{pod}: excluded by mark, not uid {uid}: a rootless lab maps no other uid");
+            }
+            !rootless
+        });
         match as_uid {
             Some(uid) => {
                 capture.args(["--uid", &uid.to_string()]);
