@@ -165,7 +165,7 @@ impl Proxy {
                     }
                 };
                 if direction == Direction::Outbound && proxy.dialer.is_own(src) {
-                    proxy.refuse_loop(&stream, src, dst, direction);
+                    proxy.refuse_loop(&stream, src, dst);
                     continue;
                 }
                 let proxy = Arc::clone(&proxy);
@@ -181,18 +181,14 @@ impl Proxy {
         })
     }
 
-    /// R7: one of the proxy's own connections came back through capture — the rules do not exclude the proxy.
-    /// Proxying it would open another that comes back too, without end; it is reset, logged with the fix, and said
-    /// once on stderr.
-    fn refuse_loop(&self, stream: &tokio::net::TcpStream, src: SocketAddr, dst: SocketAddr, direction: Direction) {
+    /// R7: one of the proxy's own connections came back through outbound capture — the rules do not exclude the
+    /// proxy. Proxying it would open another that comes back too, without end; it is reset, logged with the fix,
+    /// and said once on stderr.
+    fn refuse_loop(&self, stream: &tokio::net::TcpStream, src: SocketAddr, dst: SocketAddr) {
         io::reset(stream);
-        let side = match direction {
-            Direction::Outbound => podmesh_route::Side::Source,
-            Direction::Inbound => podmesh_route::Side::Destination,
-        };
         let rej = podmesh_route::Rejection::new(
             podmesh_route::ReasonCode::UpstreamConnectFailure,
-            side,
+            podmesh_route::Side::Source,
             podmesh_route::Rule::R7,
             format!("a routing loop: the connection from {src} to {dst} is the sidecar's own, captured again."),
             "exclude the proxy from capture: run it as the uid given to `capture install --uid`, or give \
@@ -201,7 +197,7 @@ impl Proxy {
         if !self.loop_reported.swap(true, Ordering::Relaxed) {
             eprintln!("podmesh proxy: {}", rej.body().trim_end());
         }
-        let mut rec = AccessRecord::new(direction, "tcp", src, dst);
+        let mut rec = AccessRecord::new(Direction::Outbound, "tcp", src, dst);
         rec.rejected(&rej);
         self.log.write(rec, std::time::Duration::ZERO);
     }
