@@ -87,7 +87,7 @@ impl<K: Hash + Eq + Clone> Loads<K> {
         LoadGuard(counter)
     }
 
-    /// Endpoints with a counter now (for tests and the admin API: idle ones may or may not have one).
+    /// Endpoints with a counter now (idle ones may or may not have one): how tests see the sweep.
     pub fn tracked(&self) -> usize {
         self.counters.lock().unwrap_or_else(PoisonError::into_inner).by_key.len()
     }

@@ -213,7 +213,7 @@ impl Metrics {
     /// combination of the record fields that decide the labels are found once and kept, for as long as the config
     /// they were named with is in force.
     pub fn record(&self, cfg: &Arc<ProxyConfig>, rec: &AccessRecord, elapsed: Duration) {
-        let key = SeriesKeyRef::of(rec);
+        let key = SeriesKey::of(rec);
         let hash = self.series.state.hash_one(&key);
         let mut cache = self.series.map.lock().unwrap_or_else(PoisonError::into_inner);
         if !cache.config.as_ref().is_some_and(|c| Arc::ptr_eq(c, cfg)) || cache.len >= MAX_CACHED_SERIES {
@@ -221,10 +221,10 @@ impl Metrics {
         }
         let SeriesMap { by_hash, len, .. } = &mut *cache;
         let bucket = by_hash.entry(hash).or_default();
-        let at = match bucket.iter().position(|(k, _)| key.is(k)) {
+        let at = match bucket.iter().position(|(k, _)| k.map(|s| &**s) == key) {
             Some(at) => at,
             None => {
-                bucket.push((key.to_owned(), self.series_of(cfg, rec)));
+                bucket.push((key.map(|s| Box::<str>::from(*s)), self.series_of(cfg, rec)));
                 *len += 1;
                 bucket.len() - 1
             }
@@ -315,44 +315,27 @@ enum Series {
     },
 }
 
-/// The fields of an [`AccessRecord`] that decide its labels ([`istio_labels`], [`ReasonLabels`], the status),
-/// borrowed from the record.
-#[derive(Debug, Hash)]
-struct SeriesKeyRef<'a> {
+/// The fields of an [`AccessRecord`] that decide its labels ([`istio_labels`], [`ReasonLabels`], the status):
+/// borrowed from the record (`S = &str`) to look a series up, owned (`S = Box<str>`) as the cache keeps it.
+#[derive(Debug, PartialEq, Hash)]
+struct SeriesKey<S> {
     direction: Direction,
     protocol: &'static str,
-    peer_identity: Option<&'a str>,
+    peer_identity: Option<S>,
     upstream: Option<std::net::IpAddr>,
-    upstream_pod: Option<&'a str>,
-    service: Option<&'a str>,
+    upstream_pod: Option<S>,
+    service: Option<S>,
     src: std::net::IpAddr,
     dst_port: u16,
-    host: Option<&'a str>,
+    host: Option<S>,
     reason: ReasonCode,
     side: Option<Side>,
     status: Option<u16>,
 }
 
-/// The same, owned, as the cache keeps it.
-#[derive(Debug)]
-struct SeriesKey {
-    direction: Direction,
-    protocol: &'static str,
-    peer_identity: Option<Box<str>>,
-    upstream: Option<std::net::IpAddr>,
-    upstream_pod: Option<Box<str>>,
-    service: Option<Box<str>>,
-    src: std::net::IpAddr,
-    dst_port: u16,
-    host: Option<Box<str>>,
-    reason: ReasonCode,
-    side: Option<Side>,
-    status: Option<u16>,
-}
-
-impl<'a> SeriesKeyRef<'a> {
+impl<'a> SeriesKey<&'a str> {
     fn of(rec: &'a AccessRecord) -> Self {
-        SeriesKeyRef {
+        SeriesKey {
             direction: rec.direction,
             protocol: rec.protocol,
             peer_identity: rec.peer_identity.as_deref(),
@@ -367,33 +350,21 @@ impl<'a> SeriesKeyRef<'a> {
             status: rec.status,
         }
     }
+}
 
-    fn is(&self, k: &SeriesKey) -> bool {
-        self.direction == k.direction
-            && self.protocol == k.protocol
-            && self.peer_identity == k.peer_identity.as_deref()
-            && self.upstream == k.upstream
-            && self.upstream_pod == k.upstream_pod.as_deref()
-            && self.service == k.service.as_deref()
-            && self.src == k.src
-            && self.dst_port == k.dst_port
-            && self.host == k.host.as_deref()
-            && self.reason == k.reason
-            && self.side == k.side
-            && self.status == k.status
-    }
-
-    fn to_owned(&self) -> SeriesKey {
+impl<S> SeriesKey<S> {
+    /// The same key with each string field mapped by `f`.
+    fn map<'b, T>(&'b self, f: impl Fn(&'b S) -> T) -> SeriesKey<T> {
         SeriesKey {
             direction: self.direction,
             protocol: self.protocol,
-            peer_identity: self.peer_identity.map(Box::from),
+            peer_identity: self.peer_identity.as_ref().map(&f),
             upstream: self.upstream,
-            upstream_pod: self.upstream_pod.map(Box::from),
-            service: self.service.map(Box::from),
+            upstream_pod: self.upstream_pod.as_ref().map(&f),
+            service: self.service.as_ref().map(&f),
             src: self.src,
             dst_port: self.dst_port,
-            host: self.host.map(Box::from),
+            host: self.host.as_ref().map(&f),
             reason: self.reason,
             side: self.side,
             status: self.status,
@@ -401,11 +372,14 @@ impl<'a> SeriesKeyRef<'a> {
     }
 }
 
-/// Series found so far, by the hash of their [`SeriesKeyRef`], for one config.
+/// A [`SeriesKey`] as the cache keeps it.
+type OwnedKey = SeriesKey<Box<str>>;
+
+/// Series found so far, by the hash of their borrowed [`SeriesKey`], for one config.
 #[derive(Debug, Default)]
 struct SeriesMap {
     config: Option<Arc<ProxyConfig>>,
-    by_hash: HashMap<u64, Vec<(SeriesKey, Series)>>,
+    by_hash: HashMap<u64, Vec<(OwnedKey, Series)>>,
     len: usize,
 }
 
