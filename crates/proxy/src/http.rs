@@ -453,7 +453,7 @@ pub struct PoolKey {
 }
 
 /// Idle upstream connections. HTTP/2 connections are shared by concurrent requests; an HTTP/1 connection serves
-/// one request at a time and is taken again once hyper reports it ready.
+/// one request at a time and is taken again once hyper reports it ready, the one idle longest first.
 #[derive(Default)]
 pub struct Pool {
     /// Each with when it was put back (an HTTP/1 one is idle at most that long).
@@ -485,8 +485,12 @@ impl Pool {
             // Shared: hand out a clone and keep it pooled.
             return Some(Sender::H2(s.clone()));
         }
+        // The one idle longest (the list stays in the order connections were returned): under a steady load every
+        // pooled connection is used well within MAX_IDLE_H1, so a burst finds them all warm. Taking the newest
+        // lets all but a few age out between bursts, and each burst then pays new TCP + mTLS handshakes; a
+        // swap_remove here once did the same to part of the pool.
         let pos = list.iter().position(|(s, _)| s.is_idle())?;
-        Some(list.swap_remove(pos).0)
+        Some(list.remove(pos).0)
     }
 
     pub fn put(&self, key: PoolKey, sender: Sender) {

@@ -100,6 +100,44 @@ async fn rows3_to_5_direct_to_a_web_pod() {
     assert!(mesh.log(&pod).iter().any(|r| r.reason == ReasonCode::UndeclaredPort));
 }
 
+/// Under a steady trickle of requests every pooled upstream connection stays in use, so the next burst finds
+/// them all warm instead of paying new TCP + mTLS handshakes for the ones that aged past the pool's idle limit
+/// (4 s) in between.
+#[tokio::test]
+async fn a_steady_trickle_keeps_every_pooled_connection_warm_for_the_next_burst() {
+    let mut mesh = Mesh::start(STRICT).await;
+    let to_db1 = mesh.via_sidecar("client", SocketAddr::new(mesh.pod_ip("db-1"), 8080)).await;
+    let host = "db-1.db.shop.svc.cluster.local:8080";
+    let burst = || async move {
+        let calls: Vec<_> =
+            (0..3).map(|_| tokio::spawn(async move { get1(&mut h1(to_db1).await, host, "/slow/300").await })).collect();
+        let mut peers = std::collections::BTreeSet::new();
+        for c in calls {
+            let g = c.await.unwrap();
+            assert_eq!(g.status, 200, "{g:?}");
+            peers.insert(echo_peer(&g));
+        }
+        peers
+    };
+    // Three requests at once: three connections in each sidecar's pool (the application sees db-1's sidecar's).
+    let warm = burst().await;
+    assert_eq!(warm.len(), 3, "the burst was not concurrent: {warm:?}");
+    // One at a time for longer than the idle limit, then another burst: still the same three connections.
+    let mut conn = h1(to_db1).await;
+    for _ in 0..25 {
+        let g = get1(&mut conn, host, "/").await;
+        assert_eq!(g.status, 200, "{g:?}");
+        assert!(warm.contains(&echo_peer(&g)), "a new upstream connection during the trickle: {g:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(burst().await, warm, "connections left idle during the trickle were replaced");
+}
+
+fn echo_peer(g: &Got) -> String {
+    let v: serde_json::Value = serde_json::from_str(&g.body).unwrap();
+    v["peer"].as_str().unwrap().to_string()
+}
+
 #[tokio::test]
 async fn rows6_to_9_headless_pods_and_direct_tcp() {
     let mut mesh = Mesh::start(STRICT).await;
