@@ -12,20 +12,45 @@ use clap::{Args, Subcommand, ValueEnum};
 use podmesh_identity::Ca;
 use podmesh_proxy::capture::{self, Exclude, Family};
 use podmesh_proxy::net::bind_wildcards;
-use podmesh_proxy::{AccessLog, AppMetrics, ConfigHandle, Dialer, FilePaths, FileSource, OrigDst, Proxy, Tls};
+use podmesh_proxy::{
+    AccessLog, AppMetrics, ConfigHandle, ControlOptions, ControlSource, Dialer, FilePaths, FileSource, Intake, OrigDst,
+    Proxy, Tls, Update,
+};
 
 #[derive(Args, Debug)]
 pub struct ProxyArgs {
     /// The sidecar config: the JSON `podmesh routes -o json` prints. Re-read when the file changes.
-    #[arg(long, value_name = "FILE")]
-    config: PathBuf,
+    #[arg(long, value_name = "FILE", required_unless_present = "control", requires_all = ["cert", "key", "roots"])]
+    config: Option<PathBuf>,
     /// This workload's certificate chain (PEM, leaf first), its key, and the mesh trust anchors.
     #[arg(long, value_name = "FILE")]
-    cert: PathBuf,
+    cert: Option<PathBuf>,
     #[arg(long, value_name = "FILE")]
-    key: PathBuf,
+    key: Option<PathBuf>,
     #[arg(long, value_name = "FILE")]
-    roots: PathBuf,
+    roots: Option<PathBuf>,
+    /// Instead of the files: the control plane's gRPC address (`podmesh control --listen`). The sidecar gets its
+    /// certificate from the control plane's CA with the pod's bootstrap token, then its config over xDS, and
+    /// follows both.
+    #[arg(long, value_name = "ADDR", conflicts_with_all = ["config", "cert", "key", "roots"],
+          requires_all = ["token_file", "control_roots"])]
+    control: Option<SocketAddr>,
+    /// The pod's bootstrap token (a file holding what `podmesh token` prints).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// The mesh root(s), PEM (the control plane's `root.pem`): the control plane must prove it holds a
+    /// certificate chaining to one.
+    #[arg(long, value_name = "FILE")]
+    control_roots: Option<PathBuf>,
+    /// The mesh's trust domain: the control plane's identity is spiffe://DOMAIN/ns/podmesh-system/sa/podmesh-control.
+    #[arg(long, value_name = "DOMAIN", default_value = "cluster.local")]
+    trust_domain: String,
+    /// Workload certificate lifetime to ask the CA for, in seconds (0: the CA's default); renewed at half-life.
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    cert_ttl_seconds: u64,
+    /// How long to wait for the control plane's certificate and first config before giving up.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    join_timeout_seconds: u64,
     /// Where captured outbound connections arrive (R7: 15001).
     #[arg(long, default_value = "0.0.0.0:15001")]
     outbound: SocketAddr,
@@ -150,10 +175,50 @@ fn proxy_runtime(threads: usize) -> Result<tokio::runtime::Runtime> {
     b.enable_all().build().context("starting the async runtime")
 }
 
-pub fn proxy(a: ProxyArgs) -> Result<ExitCode> {
-    let paths =
-        FilePaths { config: a.config.clone(), cert: a.cert.clone(), key: a.key.clone(), roots: a.roots.clone() };
+/// Where a sidecar's config and certificates come from: files, or the control plane.
+enum Source {
+    Files(Box<FileSource>),
+    Control(Box<ControlSource>),
+}
+
+impl Intake for Source {
+    async fn next(&mut self) -> Option<Result<Update, String>> {
+        match self {
+            Source::Files(s) => s.next().await,
+            Source::Control(s) => s.next().await,
+        }
+    }
+}
+
+async fn open_source(a: &ProxyArgs) -> Result<(Source, podmesh_compute::ProxyConfig, podmesh_identity::Credentials)> {
+    let read = |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
+    if let (Some(address), Some(token), Some(roots)) = (a.control, &a.token_file, &a.control_roots) {
+        let opts = ControlOptions {
+            address,
+            token: read(token)?.trim().to_string(),
+            roots_pem: read(roots)?,
+            control_identity: podmesh_control::control_identity(&a.trust_domain),
+            cert_ttl: (a.cert_ttl_seconds > 0).then(|| Duration::from_secs(a.cert_ttl_seconds)),
+        };
+        let (source, config, creds) = ControlSource::join(opts, Duration::from_secs(a.join_timeout_seconds))
+            .await
+            .map_err(|e| anyhow!("joining the mesh through the control plane at {address}: {e}"))?;
+        return Ok((Source::Control(Box::new(source)), config, creds));
+    }
+    let (Some(config), Some(cert), Some(key), Some(roots)) = (&a.config, &a.cert, &a.key, &a.roots) else {
+        bail!("give --config, --cert, --key and --roots, or --control with --token-file and --control-roots");
+    };
+    let paths = FilePaths { config: config.clone(), cert: cert.clone(), key: key.clone(), roots: roots.clone() };
     let (source, config, creds) = FileSource::open(paths, Duration::from_secs(1)).map_err(|e| anyhow!(e))?;
+    Ok((Source::Files(Box::new(source)), config, creds))
+}
+
+pub fn proxy(a: ProxyArgs) -> Result<ExitCode> {
+    proxy_runtime(a.concurrency)?.block_on(run_proxy(a))
+}
+
+async fn run_proxy(a: ProxyArgs) -> Result<ExitCode> {
+    let (source, config, creds) = open_source(&a).await?;
     if creds.identity() != &config.workload.identity {
         bail!(
             "the certificate is for {} but the config is the sidecar of {} ({}): issue a certificate for that identity",
@@ -180,7 +245,7 @@ pub fn proxy(a: ProxyArgs) -> Result<ExitCode> {
         LogTarget::Stdout => AccessLog::stdout(),
         LogTarget::Off => AccessLog::off(),
     };
-    proxy_runtime(a.concurrency)?.block_on(async move {
+    {
         let handle = ConfigHandle::new(config);
         let proxy = Proxy::new(handle.clone(), Tls::new(creds)?, dialer, log);
         // A wildcard address is served on IPv4 and IPv6 (where the kernel has it).
@@ -223,10 +288,10 @@ pub fn proxy(a: ProxyArgs) -> Result<ExitCode> {
         proxy.log.flush();
         eprintln!("podmesh proxy: exiting ({left} connection(s) still open)");
         Ok(ExitCode::SUCCESS)
-    })
+    }
 }
 
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     match signal(SignalKind::terminate()) {
         Ok(mut term) => {

@@ -13,6 +13,7 @@ use podmesh_model::{Diagnostic, ObjectKey, Source};
 use podmesh_route::explain::{Query, explain};
 
 mod bench;
+mod control;
 mod dataplane;
 mod table;
 
@@ -76,7 +77,7 @@ enum Command {
         output: TextOrJson,
     },
     /// Run one workload's sidecar: captured connections in, routed and secured connections out (R3-R6).
-    Proxy(dataplane::ProxyArgs),
+    Proxy(Box<dataplane::ProxyArgs>),
     /// The iptables rules that send a pod's TCP through its sidecar.
     #[command(subcommand)]
     Capture(dataplane::CaptureCommand),
@@ -85,6 +86,13 @@ enum Command {
     Ca(dataplane::CaCommand),
     /// The echo workload: answers HTTP and TCP with its name and what it received.
     Echo(dataplane::EchoArgs),
+    /// Run the control plane: watch manifests, stream each sidecar its config over xDS, and sign workload
+    /// certificates for pods that present their bootstrap token.
+    Control(control::ControlArgs),
+    /// Print a pod's bootstrap token (what its sidecar presents to get a certificate).
+    Token(control::TokenArgs),
+    /// Every sidecar connected to the control plane, with its config generation, sync state and last NACK.
+    ProxyStatus(control::ProxyStatusArgs),
     /// Benchmarks: `bench proxy` compares the sidecar pair with direct, nginx and HAProxy (needs root).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -149,10 +157,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { manifests, output } => check(&manifests, output),
-        Command::Proxy(a) => dataplane::proxy(a),
+        Command::Proxy(a) => dataplane::proxy(*a),
         Command::Capture(c) => dataplane::capture(c),
         Command::Ca(c) => dataplane::ca(c),
         Command::Echo(a) => dataplane::echo(a),
+        Command::Control(a) => control::control(a),
+        Command::Token(a) => control::token(a),
+        Command::ProxyStatus(a) => control::proxy_status(a),
         Command::Bench(b) => bench::run(b),
     }
 }

@@ -152,10 +152,20 @@ impl fmt::Debug for WorkloadCert {
 /// For the CSR flow: a new key and a CSR for `identity` (PEM of each).
 pub fn new_csr(identity: &Identity) -> Result<(String, String), Error> {
     parse_identity(identity.as_str())?;
+    csr_with(vec![uri_san(identity)?])
+}
+
+/// For the CSR flow when the CA decides the identity (the control plane's, from the caller's bootstrap token): a
+/// new key and a CSR naming nothing (PEM of each).
+pub fn new_unnamed_csr() -> Result<(String, String), Error> {
+    csr_with(Vec::new())
+}
+
+fn csr_with(subject_alt_names: Vec<SanType>) -> Result<(String, String), Error> {
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(generate)?;
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
-    params.subject_alt_names = vec![uri_san(identity)?];
+    params.subject_alt_names = subject_alt_names;
     let csr = params.serialize_request(&key).map_err(generate)?;
     let csr_pem = csr.pem().map_err(generate)?;
     Ok((key.serialize_pem(), csr_pem))

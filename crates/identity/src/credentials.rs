@@ -88,6 +88,11 @@ impl Credentials {
         Ok(Credentials { certified: Arc::new(certified), roots: Arc::new(roots), identity, not_after })
     }
 
+    /// Whether `pem` is a usable set of trust anchors (one certificate or more).
+    pub fn check_roots(pem: &str) -> Result<(), Error> {
+        parse_roots(pem).map(|_| ())
+    }
+
     pub fn identity(&self) -> &Identity {
         &self.identity
     }
@@ -103,10 +108,21 @@ impl Credentials {
     /// Server side of mesh mTLS: presents our chain, REQUIRES a client certificate chaining to the trust anchors.
     /// `alpn` is set as the server's ALPN list.
     pub fn server_config(&self, alpn: &[&[u8]]) -> Result<Arc<rustls::ServerConfig>, Error> {
+        self.server_config_with(alpn, false)
+    }
+
+    /// The control plane's server side: presents our chain; a client certificate is optional (a sidecar calling
+    /// the CA with its bootstrap token has none yet) but, when presented, must chain to the trust anchors. Each
+    /// service then decides what an unauthenticated caller may do.
+    pub fn server_config_client_optional(&self, alpn: &[&[u8]]) -> Result<Arc<rustls::ServerConfig>, Error> {
+        self.server_config_with(alpn, true)
+    }
+
+    fn server_config_with(&self, alpn: &[&[u8]], client_optional: bool) -> Result<Arc<rustls::ServerConfig>, Error> {
         let provider = provider();
-        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::clone(&self.roots), Arc::clone(&provider))
-            .build()
-            .map_err(|cause| Error::ClientVerifier { cause })?;
+        let builder = WebPkiClientVerifier::builder_with_provider(Arc::clone(&self.roots), Arc::clone(&provider));
+        let builder = if client_optional { builder.allow_unauthenticated() } else { builder };
+        let verifier = builder.build().map_err(|cause| Error::ClientVerifier { cause })?;
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|cause| Error::Tls { cause })?
@@ -120,21 +136,39 @@ impl Credentials {
     /// leaf's URI SAN equals `expected`. There is no DNS-name check (mesh certificates carry only the SPIFFE URI),
     /// so any server name may be sent as SNI.
     pub fn client_config(&self, expected: &Identity, alpn: &[&[u8]]) -> Result<Arc<rustls::ClientConfig>, Error> {
-        let provider = provider();
-        let verifier = SpiffeServerVerifier {
-            roots: Arc::clone(&self.roots),
-            expected: expected.clone(),
-            provider: Arc::clone(&provider),
-        };
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|cause| Error::Tls { cause })?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier))
-            .with_client_cert_resolver(Arc::new(SingleCertAndKey::from(Arc::clone(&self.certified))));
-        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        Ok(Arc::new(config))
+        spiffe_client_config(Arc::clone(&self.roots), expected, alpn, Some(&self.certified))
     }
+}
+
+/// A client with no certificate of its own that accepts only a server whose chain verifies to `roots_pem` and
+/// whose SPIFFE ID is `expected`: a sidecar calling the CA before it has a certificate.
+pub fn anonymous_client_config(
+    roots_pem: &str,
+    expected: &Identity,
+    alpn: &[&[u8]],
+) -> Result<Arc<rustls::ClientConfig>, Error> {
+    spiffe_client_config(Arc::new(parse_roots(roots_pem)?), expected, alpn, None)
+}
+
+fn spiffe_client_config(
+    roots: Arc<RootCertStore>,
+    expected: &Identity,
+    alpn: &[&[u8]],
+    certified: Option<&Arc<CertifiedKey>>,
+) -> Result<Arc<rustls::ClientConfig>, Error> {
+    let provider = provider();
+    let verifier = SpiffeServerVerifier { roots, expected: expected.clone(), provider: Arc::clone(&provider) };
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|cause| Error::Tls { cause })?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier));
+    let mut config = match certified {
+        Some(c) => builder.with_client_cert_resolver(Arc::new(SingleCertAndKey::from(Arc::clone(c)))),
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(config))
 }
 
 /// Which input an error of [`Credentials::assemble`] is about, so [`Credentials::load`] can name the file.

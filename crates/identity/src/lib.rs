@@ -12,8 +12,8 @@ mod credentials;
 mod error;
 mod spiffe;
 
-pub use ca::{Ca, WorkloadCert, new_csr};
-pub use credentials::Credentials;
+pub use ca::{Ca, WorkloadCert, new_csr, new_unnamed_csr};
+pub use credentials::{Credentials, anonymous_client_config};
 pub use error::Error;
 pub use podmesh_compute::Identity;
 pub use spiffe::{parse_identity, peer_identity};

@@ -20,6 +20,7 @@
 pub mod admin;
 pub mod body;
 pub mod capture;
+pub mod control;
 pub mod http;
 pub mod inbound;
 pub mod intake;
@@ -40,6 +41,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 pub use admin::{AppMetrics, serve_admin, serve_readiness, serve_stats};
+pub use control::{ControlOptions, ControlSource};
 pub use intake::{ConfigHandle, FilePaths, FileSource, Intake, Update, follow, read_config};
 pub use log::{AccessLog, AccessRecord, Direction};
 pub use metrics::{Metrics, Telemetry};

@@ -50,9 +50,93 @@ impl Drop for Mesh {
     }
 }
 
+/// A control plane serving a copy of the manifests (which tests edit) from a state directory of its own.
+pub struct ControlPlane {
+    pub control: podmesh_control::Control,
+    pub manifests: PathBuf,
+    pub state: PathBuf,
+    pub grpc: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        self.task.abort();
+        if let Some(dir) = self.manifests.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+impl ControlPlane {
+    /// Copies the manifests of `dirs` into a fresh directory and serves them on 127.0.0.1, polling every 50 ms.
+    pub async fn start(dirs: &[&str]) -> ControlPlane {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let top = std::env::temp_dir().join(format!("podmesh-control-test-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&top);
+        let manifests = top.join("manifests");
+        std::fs::create_dir_all(&manifests).unwrap();
+        for d in dirs {
+            for e in std::fs::read_dir(root().join(d)).unwrap() {
+                let path = e.unwrap().path();
+                if path.extension().is_some_and(|x| x == "yaml") {
+                    std::fs::copy(&path, manifests.join(path.file_name().unwrap())).unwrap();
+                }
+            }
+        }
+        let state = top.join("state");
+        let (source, first) =
+            podmesh_control::FileSource::open(vec![manifests.clone()], Duration::from_millis(50)).unwrap();
+        let authority = podmesh_control::Authority::open(&state, "cluster.local", Duration::from_secs(3600)).unwrap();
+        let control = podmesh_control::Control::new(first, authority).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let grpc = listener.local_addr().unwrap();
+        let serving = control.clone();
+        let task = tokio::spawn(async move {
+            serving.serve(listener, None, source, std::future::pending()).await.unwrap();
+        });
+        ControlPlane { control, manifests, state, grpc, task }
+    }
+
+    /// What a sidecar of `pod` is started with: the address, the pod's token and the mesh root.
+    pub fn options(&self, pod: &ObjectKey) -> podmesh_proxy::ControlOptions {
+        self.options_with_token(self.control.shared.authority.token(pod))
+    }
+
+    pub fn options_with_token(&self, token: String) -> podmesh_proxy::ControlOptions {
+        podmesh_proxy::ControlOptions {
+            address: self.grpc,
+            token,
+            roots_pem: self.control.shared.authority.trust_anchors().join(""),
+            control_identity: podmesh_control::control_identity("cluster.local"),
+            cert_ttl: None,
+        }
+    }
+
+    /// Every connected sidecar's status, by pod.
+    pub fn status(&self) -> Vec<podmesh_control::ProxyStatus> {
+        self.control.shared.proxies.list()
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.control.shared.current().generation
+    }
+}
+
 impl Mesh {
     /// Loads `dirs` (relative to the repository root) and starts every application and sidecar.
     pub async fn start(dirs: &[&str]) -> Mesh {
+        Self::start_with(dirs, None).await
+    }
+
+    /// The same mesh, but every sidecar joins through `control`: a certificate for its bootstrap token, then its
+    /// config over xDS, both followed for as long as the mesh runs.
+    pub async fn start_joined(dirs: &[&str], control: &ControlPlane) -> Mesh {
+        Self::start_with(dirs, Some(control)).await
+    }
+
+    async fn start_with(dirs: &[&str], control: Option<&ControlPlane>) -> Mesh {
         let sources: Vec<Source> = dirs.iter().map(|d| Source::Path(root().join(d))).collect();
         let loaded = podmesh_model::load(&sources).unwrap();
         let index = Index::new(loaded.cluster);
@@ -101,14 +185,26 @@ impl Mesh {
                     (*addr, target)
                 })
                 .collect();
-            let creds = mesh.credentials(&cfg.workload.identity, Duration::from_secs(3600));
             let log = AccessLog::memory();
+            let (cfg, creds, source) = match control {
+                None => (cfg.clone(), mesh.credentials(&cfg.workload.identity, Duration::from_secs(3600)), None),
+                Some(cp) => {
+                    let join = podmesh_proxy::ControlSource::join(cp.options(pod), Duration::from_secs(20));
+                    let (source, joined, creds) = join.await.unwrap();
+                    assert_eq!(joined, cfg, "the config over xDS is the one the routing core computes");
+                    (joined, creds, Some(source))
+                }
+            };
             let proxy = Proxy::new(
                 ConfigHandle::new(cfg),
                 Tls::new(creds).unwrap(),
                 Dialer::default().with_rewrites(rewrites),
                 log.clone(),
             );
+            if let Some(source) = source {
+                let follower = Arc::clone(&proxy);
+                mesh.tasks.push(tokio::spawn(async move { podmesh_proxy::follow(source, &follower, |_| {}).await }));
+            }
             let own: Vec<SocketAddr> = inbound_listeners.keys().filter(|a| a.ip() == *ip).copied().collect();
             for addr in own {
                 let listener = inbound_listeners.remove(&addr).unwrap();

@@ -1,0 +1,390 @@
+//! podmesh's control-plane API (`proto/podmesh/v1/podmesh.proto`): the mesh CA's signing service, and the
+//! resources the control plane streams to sidecars over Envoy's delta xDS transport. A sidecar's
+//! [`ProxyConfig`] travels as one [`Kind::Workload`] resource (its own) plus the shared outbound resources every
+//! sidecar holds (listeners, route tables, clusters, direct pods), so a change sends only the pieces it touched.
+//! [`Parts`] is the sidecar's side: resources in, a whole config out.
+//!
+//! Sits between `compute` (whose types the resources carry) and both `control` and `proxy`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use podmesh_compute::{ClusterName, Inbound, Listener, Outbound, ProxyConfig, RouteTable, Upstream, WorkloadInfo};
+use podmesh_model::{MeshConfig, ServicePort};
+use prost::Message;
+use serde::{Deserialize, Serialize};
+
+/// The generated protobuf messages and the CA service's client and server.
+#[allow(missing_debug_implementations, clippy::all, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+pub mod pb {
+    tonic::include_proto!("podmesh.v1");
+}
+
+/// Envoy's discovery messages and the ADS service (from envoy-types: generated ahead of time, no protoc).
+pub mod xds {
+    pub use envoy_types::pb::envoy::config::core::v3::Node;
+    pub use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+    pub use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
+        AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+    };
+    pub use envoy_types::pb::envoy::service::discovery::v3::{
+        DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse, Resource,
+    };
+    pub use envoy_types::pb::google::protobuf::Any;
+    pub use envoy_types::pb::google::rpc::Status as RpcStatus;
+}
+
+/// The resource types, in the order a push sends them: what is referred to before what refers to it (clusters
+/// and pods before the route tables and listeners that name them), so a sidecar never holds a route to a
+/// cluster it has not been sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    TrustBundle,
+    Cluster,
+    DirectPod,
+    Workload,
+    RouteTable,
+    Listener,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 6] =
+        [Kind::TrustBundle, Kind::Cluster, Kind::DirectPod, Kind::Workload, Kind::RouteTable, Kind::Listener];
+
+    pub fn type_url(self) -> &'static str {
+        match self {
+            Kind::TrustBundle => "type.googleapis.com/podmesh.v1.TrustBundle",
+            Kind::Cluster => "type.googleapis.com/podmesh.v1.Cluster",
+            Kind::DirectPod => "type.googleapis.com/podmesh.v1.DirectPod",
+            Kind::Workload => "type.googleapis.com/podmesh.v1.Workload",
+            Kind::RouteTable => "type.googleapis.com/podmesh.v1.RouteTable",
+            Kind::Listener => "type.googleapis.com/podmesh.v1.Listener",
+        }
+    }
+
+    pub fn from_type_url(url: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.type_url() == url)
+    }
+
+    /// Short name, for logs and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::TrustBundle => "trust_bundle",
+            Kind::Cluster => "cluster",
+            Kind::DirectPod => "direct_pod",
+            Kind::Workload => "workload",
+            Kind::RouteTable => "route_table",
+            Kind::Listener => "listener",
+        }
+    }
+
+    /// Whether every sidecar holds every resource of this kind (a wildcard subscription); a Workload is each
+    /// sidecar's own.
+    pub fn is_shared(self) -> bool {
+        self != Kind::Workload
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The name of the single trust bundle resource.
+pub const TRUST_BUNDLE: &str = "roots";
+
+/// The body of a [`Kind::Workload`] resource: everything of a config that is this sidecar's own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkloadPart {
+    pub workload: WorkloadInfo,
+    pub mesh: MeshConfig,
+    pub inbound: Inbound,
+}
+
+/// Why a resource could not be used. The sidecar NACKs with this text and keeps its last good config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError(pub String);
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// Packs a JSON body into the protobuf message of `kind` (every kind but the trust bundle).
+fn pack_json(kind: Kind, json: Vec<u8>) -> xds::Any {
+    let value = match kind {
+        Kind::Workload => pb::Workload { json }.encode_to_vec(),
+        Kind::Listener => pb::Listener { json }.encode_to_vec(),
+        Kind::RouteTable => pb::RouteTable { json }.encode_to_vec(),
+        Kind::Cluster => pb::Cluster { json }.encode_to_vec(),
+        Kind::DirectPod => pb::DirectPod { json }.encode_to_vec(),
+        Kind::TrustBundle => Vec::new(),
+    };
+    xds::Any { type_url: kind.type_url().to_string(), value }
+}
+
+fn unpack_json<T: for<'de> Deserialize<'de>>(kind: Kind, name: &str, any: &xds::Any) -> Result<T, DecodeError> {
+    let err = |what: String| DecodeError(format!("{kind} {name}: {what}"));
+    if any.type_url != kind.type_url() {
+        return Err(err(format!("carries {}, expected {}", any.type_url, kind.type_url())));
+    }
+    let bytes: &[u8] = &any.value;
+    let json = match kind {
+        Kind::Workload => pb::Workload::decode(bytes).map(|m| m.json),
+        Kind::Listener => pb::Listener::decode(bytes).map(|m| m.json),
+        Kind::RouteTable => pb::RouteTable::decode(bytes).map(|m| m.json),
+        Kind::Cluster => pb::Cluster::decode(bytes).map(|m| m.json),
+        Kind::DirectPod => pb::DirectPod::decode(bytes).map(|m| m.json),
+        Kind::TrustBundle => return Err(err("not a JSON resource".into())),
+    }
+    .map_err(|e| err(format!("not a protobuf message of its type: {e}")))?;
+    serde_json::from_slice(&json).map_err(|e| err(format!("not a valid body: {e}")))
+}
+
+/// Encodes one resource. Serializing our own types to JSON cannot fail (string keys, no non-finite floats);
+/// should it ever, the error names the resource.
+pub fn encode<T: Serialize>(kind: Kind, name: &str, body: &T) -> Result<xds::Any, DecodeError> {
+    let json = serde_json::to_vec(body).map_err(|e| DecodeError(format!("{kind} {name}: cannot encode: {e}")))?;
+    Ok(pack_json(kind, json))
+}
+
+pub fn encode_trust_bundle(roots_pem: Vec<String>) -> xds::Any {
+    xds::Any { type_url: Kind::TrustBundle.type_url().into(), value: pb::TrustBundle { roots_pem }.encode_to_vec() }
+}
+
+/// A whole config as named resources, per kind (what the control plane sends a sidecar for `config`).
+pub fn split(config: &ProxyConfig) -> Result<Vec<(Kind, String, xds::Any)>, DecodeError> {
+    let mut out = Vec::new();
+    let part =
+        WorkloadPart { workload: config.workload.clone(), mesh: config.mesh.clone(), inbound: config.inbound.clone() };
+    let me = config.workload.pod.to_string();
+    out.push((Kind::Workload, me.clone(), encode(Kind::Workload, &me, &part)?));
+    out.extend(outbound_resources(&config.outbound)?);
+    Ok(out)
+}
+
+/// The shared resources of an outbound table.
+pub fn outbound_resources(o: &Outbound) -> Result<Vec<(Kind, String, xds::Any)>, DecodeError> {
+    let mut out = Vec::new();
+    for (name, c) in &o.clusters {
+        out.push((Kind::Cluster, name.0.clone(), encode(Kind::Cluster, &name.0, c)?));
+    }
+    for (ip, p) in &o.pods {
+        let name = ip.to_string();
+        out.push((Kind::DirectPod, name.clone(), encode(Kind::DirectPod, &name, p)?));
+    }
+    for (port, t) in &o.routes {
+        let name = port.0.to_string();
+        out.push((Kind::RouteTable, name.clone(), encode(Kind::RouteTable, &name, t)?));
+    }
+    for (addr, l) in &o.listeners {
+        let name = addr.to_string();
+        out.push((Kind::Listener, name.clone(), encode(Kind::Listener, &name, l)?));
+    }
+    Ok(out)
+}
+
+/// A sidecar's resources as received, and the config they make together. Every change is checked first
+/// ([`Parts::apply`]): a resource that does not decode leaves everything as it was.
+#[derive(Debug, Default, Clone)]
+pub struct Parts {
+    workload: Option<WorkloadPart>,
+    outbound: Outbound,
+    trust_anchors: Option<Vec<String>>,
+}
+
+/// One resource change of a delta response.
+#[derive(Debug)]
+pub enum Change<'a> {
+    Put { name: &'a str, body: &'a xds::Any },
+    Remove { name: &'a str },
+}
+
+impl Parts {
+    /// Applies the changes of one response of `kind`, all or none.
+    pub fn apply<'a>(&mut self, kind: Kind, changes: impl IntoIterator<Item = Change<'a>>) -> Result<(), DecodeError> {
+        let mut next = self.clone_kind(kind);
+        for change in changes {
+            match change {
+                Change::Put { name, body } => next.put(kind, name, body)?,
+                Change::Remove { name } => next.remove(kind, name)?,
+            }
+        }
+        self.take_kind(kind, next);
+        Ok(())
+    }
+
+    /// A copy of the part of `self` that `kind` changes (the rest left empty).
+    fn clone_kind(&self, kind: Kind) -> Parts {
+        let mut p = Parts::default();
+        match kind {
+            Kind::Workload => p.workload = self.workload.clone(),
+            Kind::TrustBundle => p.trust_anchors = self.trust_anchors.clone(),
+            Kind::Cluster => p.outbound.clusters = self.outbound.clusters.clone(),
+            Kind::DirectPod => p.outbound.pods = self.outbound.pods.clone(),
+            Kind::RouteTable => p.outbound.routes = self.outbound.routes.clone(),
+            Kind::Listener => p.outbound.listeners = self.outbound.listeners.clone(),
+        }
+        p
+    }
+
+    fn take_kind(&mut self, kind: Kind, from: Parts) {
+        match kind {
+            Kind::Workload => self.workload = from.workload,
+            Kind::TrustBundle => self.trust_anchors = from.trust_anchors,
+            Kind::Cluster => self.outbound.clusters = from.outbound.clusters,
+            Kind::DirectPod => self.outbound.pods = from.outbound.pods,
+            Kind::RouteTable => self.outbound.routes = from.outbound.routes,
+            Kind::Listener => self.outbound.listeners = from.outbound.listeners,
+        }
+    }
+
+    fn put(&mut self, kind: Kind, name: &str, body: &xds::Any) -> Result<(), DecodeError> {
+        let bad_name = || DecodeError(format!("{kind} {name:?}: not a valid resource name"));
+        match kind {
+            Kind::Workload => self.workload = Some(unpack_json(kind, name, body)?),
+            Kind::TrustBundle => {
+                if body.type_url != kind.type_url() {
+                    return Err(DecodeError(format!("{kind} {name}: carries {}", body.type_url)));
+                }
+                let b = pb::TrustBundle::decode(&body.value[..])
+                    .map_err(|e| DecodeError(format!("{kind} {name}: not a protobuf message of its type: {e}")))?;
+                self.trust_anchors = Some(b.roots_pem);
+            }
+            Kind::Cluster => {
+                let c: Upstream = unpack_json(kind, name, body)?;
+                self.outbound.clusters.insert(ClusterName(name.to_string()), c);
+            }
+            Kind::DirectPod => {
+                let ip: IpAddr = name.parse().map_err(|_| bad_name())?;
+                self.outbound.pods.insert(ip, unpack_json(kind, name, body)?);
+            }
+            Kind::RouteTable => {
+                let port: u16 = name.parse().map_err(|_| bad_name())?;
+                let t: RouteTable = unpack_json(kind, name, body)?;
+                self.outbound.routes.insert(ServicePort(port), t);
+            }
+            Kind::Listener => {
+                let addr: SocketAddr = name.parse().map_err(|_| bad_name())?;
+                let l: Listener = unpack_json(kind, name, body)?;
+                self.outbound.listeners.insert(addr, l);
+            }
+        }
+        Ok(())
+    }
+
+    fn remove(&mut self, kind: Kind, name: &str) -> Result<(), DecodeError> {
+        let bad_name = || DecodeError(format!("{kind} {name:?}: not a valid resource name"));
+        match kind {
+            Kind::Workload => self.workload = None,
+            Kind::TrustBundle => self.trust_anchors = None,
+            Kind::Cluster => {
+                self.outbound.clusters.remove(&ClusterName(name.to_string()));
+            }
+            Kind::DirectPod => {
+                self.outbound.pods.remove(&name.parse::<IpAddr>().map_err(|_| bad_name())?);
+            }
+            Kind::RouteTable => {
+                self.outbound.routes.remove(&ServicePort(name.parse().map_err(|_| bad_name())?));
+            }
+            Kind::Listener => {
+                self.outbound.listeners.remove(&name.parse::<SocketAddr>().map_err(|_| bad_name())?);
+            }
+        }
+        Ok(())
+    }
+
+    /// The config these resources make, once this sidecar's Workload has arrived.
+    pub fn config(&self) -> Option<ProxyConfig> {
+        let w = self.workload.as_ref()?;
+        Some(ProxyConfig {
+            workload: w.workload.clone(),
+            mesh: w.mesh.clone(),
+            inbound: w.inbound.clone(),
+            outbound: Arc::new(self.outbound.clone()),
+        })
+    }
+
+    /// The trust anchors, once sent.
+    pub fn trust_anchors(&self) -> Option<&[String]> {
+        self.trust_anchors.as_deref()
+    }
+}
+
+/// The resources of every kind, by name: what `split` gives, grouped (for tests and tools).
+pub fn by_kind(resources: Vec<(Kind, String, xds::Any)>) -> BTreeMap<Kind, BTreeMap<String, xds::Any>> {
+    let mut m: BTreeMap<Kind, BTreeMap<String, xds::Any>> = BTreeMap::new();
+    for (k, n, a) in resources {
+        m.entry(k).or_default().insert(n, a);
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    fn quickstart_config(pod: &str) -> ProxyConfig {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/quickstart");
+        let loaded = podmesh_model::load(&[podmesh_model::Source::Path(root)]).unwrap();
+        let index = podmesh_compute::Index::new(loaded.cluster);
+        let key = index.cluster().pods.keys().find(|k| &*k.name == pod).unwrap().clone();
+        index.proxy_config(&key).unwrap()
+    }
+
+    #[test]
+    fn a_config_split_into_resources_is_put_back_together_exactly() {
+        let config = quickstart_config("client");
+        let mut parts = Parts::default();
+        for (kind, named) in by_kind(split(&config).unwrap()) {
+            let changes = named.iter().map(|(name, body)| Change::Put { name, body });
+            parts.apply(kind, changes).unwrap();
+        }
+        assert_eq!(parts.config().unwrap(), config);
+    }
+
+    #[test]
+    fn a_bad_resource_changes_nothing_and_says_which_it_was() {
+        let config = quickstart_config("client");
+        let mut parts = Parts::default();
+        for (kind, named) in by_kind(split(&config).unwrap()) {
+            parts.apply(kind, named.iter().map(|(name, body)| Change::Put { name, body })).unwrap();
+        }
+        let (name, good) = {
+            let all = by_kind(split(&config).unwrap());
+            all[&Kind::Cluster].iter().next().map(|(n, a)| (n.clone(), a.clone())).unwrap()
+        };
+        let garbage = pack_json(Kind::Cluster, b"{\"not\": \"an upstream\"}".to_vec());
+        let wrong_type = xds::Any { type_url: Kind::Listener.type_url().into(), value: good.value.clone() };
+        let bad_name = Change::Remove { name: "not-an-ip" };
+        for (kind, changes) in [
+            (Kind::Cluster, vec![Change::Remove { name: &name }, Change::Put { name: "x", body: &garbage }]),
+            (Kind::Cluster, vec![Change::Put { name: &name, body: &wrong_type }]),
+            (Kind::DirectPod, vec![bad_name]),
+        ] {
+            let e = parts.apply(kind, changes).unwrap_err();
+            assert!(e.0.starts_with(kind.as_str()), "{e}");
+            assert_eq!(parts.config().unwrap(), config, "{e}");
+        }
+        let mut parts2 = parts.clone();
+        parts2.apply(Kind::Cluster, [Change::Remove { name: &name }]).unwrap();
+        assert_ne!(parts2.config().unwrap(), config);
+    }
+
+    #[test]
+    fn type_urls_round_trip_and_push_order_puts_references_first() {
+        for k in Kind::ALL {
+            assert_eq!(Kind::from_type_url(k.type_url()), Some(k));
+        }
+        assert!(Kind::Cluster < Kind::RouteTable && Kind::RouteTable < Kind::Listener);
+        assert_eq!(Kind::from_type_url("type.googleapis.com/envoy.config.cluster.v3.Cluster"), None);
+    }
+}

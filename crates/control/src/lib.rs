@@ -1,0 +1,143 @@
+//! The control plane (`podmesh control`): it watches a [`Source`] of Kubernetes objects, keeps the routing core's
+//! index of them, and streams every sidecar its config over xDS ([`ads`]), pushing only the resources a change
+//! touched; and it runs the mesh CA ([`authority`], [`certs`]) that gives each sidecar its identity in exchange
+//! for its pod's bootstrap token. Its listeners are in [`server`].
+//!
+//! Sits at the top of the picture in DESIGN.md: model → compute → control ══xDS══> proxy.
+
+pub mod ads;
+pub mod authority;
+pub mod certs;
+pub mod server;
+pub mod snapshot;
+pub mod source;
+pub mod status;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use podmesh_api::pb::certificate_service_server::CertificateServiceServer;
+use podmesh_api::xds::AggregatedDiscoveryServiceServer;
+use podmesh_compute::Index;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use authority::{Authority, control_identity};
+pub use snapshot::Snapshot;
+pub use source::{FileSource, Source, Version};
+pub use status::{Metrics, Proxies, ProxyStatus};
+
+/// What every part of the control plane shares.
+#[derive(Debug)]
+pub struct Shared {
+    pub snapshots: watch::Sender<Arc<Snapshot>>,
+    pub proxies: Proxies,
+    pub metrics: Metrics,
+    pub registry: Registry,
+    pub authority: Authority,
+    pub trust_domain: String,
+}
+
+impl Shared {
+    /// The version being served.
+    pub fn current(&self) -> Arc<Snapshot> {
+        Arc::clone(&self.snapshots.borrow())
+    }
+}
+
+/// A control plane with its first version, ready to serve.
+#[derive(Debug, Clone)]
+pub struct Control {
+    pub shared: Arc<Shared>,
+}
+
+impl Control {
+    /// Indexes the first version. The trust domain is the mesh's (its MeshConfig), which the CA's identities use.
+    pub fn new(first: Version, authority: Authority) -> Result<Control, String> {
+        let trust_domain = first.cluster.mesh.trust_domain.clone();
+        let index = Arc::new(Index::new(first.cluster));
+        let snapshot =
+            Snapshot::build(None, index, authority.trust_anchors(), first.cause).map_err(|e| e.to_string())?;
+        let mut registry = Registry::default();
+        let metrics = Metrics::new(&mut registry);
+        metrics.generation.set(1);
+        let (snapshots, _) = watch::channel(Arc::new(snapshot));
+        let shared = Shared { snapshots, proxies: Proxies::default(), metrics, registry, authority, trust_domain };
+        Ok(Control { shared: Arc::new(shared) })
+    }
+
+    /// Serves gRPC on `grpc` and monitoring on `monitoring`, and follows `source`, until `source` ends or
+    /// `shutdown` resolves.
+    pub async fn serve(
+        &self,
+        grpc: TcpListener,
+        monitoring: Option<TcpListener>,
+        source: impl Source + 'static,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), String> {
+        let tls = Arc::new(arc_swap::ArcSwap::new(server::serving_config(&self.shared)?));
+        let renew = tokio::spawn(renew_serving(Arc::clone(&self.shared), Arc::clone(&tls)));
+        let follow = tokio::spawn(follow(Arc::clone(&self.shared), source));
+        let monitor = monitoring.map(|l| tokio::spawn(server::serve_monitoring(l, Arc::clone(&self.shared))));
+        let incoming = server::accept_tls(grpc, tls);
+        let result = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .add_service(AggregatedDiscoveryServiceServer::new(ads::Ads { shared: Arc::clone(&self.shared) }))
+            .add_service(CertificateServiceServer::new(certs::Certs { shared: Arc::clone(&self.shared) }))
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await
+            .map_err(|e| format!("serving gRPC: {e}"));
+        renew.abort();
+        follow.abort();
+        if let Some(m) = monitor {
+            m.abort();
+        }
+        result
+    }
+
+    /// Applies one version of the cluster: indexes it and publishes the resources that changed. A version whose
+    /// resources cannot be encoded is refused and the last good one stays.
+    pub async fn apply(shared: &Arc<Shared>, version: Version) -> Result<u64, String> {
+        let index = tokio::task::spawn_blocking(move || (Arc::new(Index::new(version.cluster)), version.cause))
+            .await
+            .map_err(|e| format!("indexing failed: {e}"))?;
+        let prev = shared.current();
+        let next = Snapshot::build(Some(&prev), index.0, shared.authority.trust_anchors(), index.1)
+            .map_err(|e| e.to_string())?;
+        let generation = next.generation;
+        shared.metrics.generation.set(i64::try_from(generation).unwrap_or(i64::MAX));
+        shared.snapshots.send_replace(Arc::new(next));
+        Ok(generation)
+    }
+}
+
+async fn follow(shared: Arc<Shared>, mut source: impl Source) {
+    while let Some(version) = source.next().await {
+        let result = match version {
+            Ok(v) => {
+                let cause = v.cause.clone();
+                Control::apply(&shared, v).await.map(|g| format!("generation {g}: {cause}"))
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(msg) => eprintln!("podmesh control: serving {msg}"),
+            Err(e) => {
+                shared.metrics.config_errors.inc();
+                eprintln!("podmesh control: keeping generation {}: {e}", shared.current().generation);
+            }
+        }
+    }
+}
+
+/// Renews the control plane's own certificate at half its lifetime.
+async fn renew_serving(shared: Arc<Shared>, tls: Arc<arc_swap::ArcSwap<rustls::ServerConfig>>) {
+    loop {
+        tokio::time::sleep(shared.authority.default_ttl / 2).await;
+        match server::serving_config(&shared) {
+            Ok(c) => tls.store(c),
+            Err(e) => eprintln!("podmesh control: renewing its certificate: {e}"),
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! One version of what the control plane serves: the index of the cluster, and every shared resource encoded
+//! once for all sidecars. A new version re-encodes only the resources whose computed value changed and records
+//! which names changed, so each sidecar's stream sends exactly those.
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Instant;
+
+use podmesh_api::xds::Any;
+use podmesh_api::{DecodeError, Kind, WorkloadPart, encode, encode_trust_bundle};
+use podmesh_compute::{ComputeError, Index, Outbound};
+use podmesh_model::ObjectKey;
+use serde::Serialize;
+
+/// A resource as sent: its body and the version sidecars acknowledge (a hash of the body).
+#[derive(Debug)]
+pub struct Encoded {
+    pub version: String,
+    pub body: Any,
+}
+
+impl Encoded {
+    fn new(body: Any) -> Arc<Encoded> {
+        let mut h = std::hash::DefaultHasher::new();
+        body.type_url.hash(&mut h);
+        body.value.hash(&mut h);
+        Arc::new(Encoded { version: format!("{:016x}", h.finish()), body })
+    }
+}
+
+/// Resources of one kind by name.
+pub type Named = BTreeMap<String, Arc<Encoded>>;
+
+/// Names put (new or changed) and removed between two versions of one kind.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Diff {
+    pub put: Vec<String>,
+    pub removed: Vec<String>,
+}
+
+impl Diff {
+    pub fn is_empty(&self) -> bool {
+        self.put.is_empty() && self.removed.is_empty()
+    }
+}
+
+/// Compares two versions of one kind. Unchanged resources are shared between versions, so this compares pointers.
+pub fn diff(old: &Named, new: &Named) -> Diff {
+    let mut d = Diff::default();
+    for (name, r) in new {
+        if old.get(name).is_none_or(|o| !Arc::ptr_eq(o, r)) {
+            d.put.push(name.clone());
+        }
+    }
+    d.removed = old.keys().filter(|n| !new.contains_key(*n)).cloned().collect();
+    d
+}
+
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Increases by one per version served.
+    pub generation: u64,
+    pub index: Arc<Index>,
+    /// Every shared resource (all kinds but Workload), by kind and name.
+    pub shared: BTreeMap<Kind, Named>,
+    /// What this version changed from the one before it (`generation - 1`), per kind.
+    pub changed: BTreeMap<Kind, Diff>,
+    /// What made this version: the files or objects that changed. Named in NACK reports.
+    pub cause: String,
+    /// When this version was made: push latency is measured from here to each sidecar's ACK.
+    pub created: Instant,
+}
+
+impl Snapshot {
+    /// The first version, or the next after `prev`: resources equal to `prev`'s are shared with it, not re-encoded.
+    pub fn build(
+        prev: Option<&Snapshot>,
+        index: Arc<Index>,
+        trust_anchors: &[String],
+        cause: String,
+    ) -> Result<Snapshot, DecodeError> {
+        let empty = Outbound::default();
+        let old_out: &Outbound = prev.map_or(&empty, |p| p.index.outbound());
+        let out = index.outbound();
+        let old = |k: Kind| prev.and_then(|p| p.shared.get(&k));
+        let mut shared = BTreeMap::new();
+        shared.insert(
+            Kind::Cluster,
+            encode_kind(Kind::Cluster, &out.clusters, &old_out.clusters, old(Kind::Cluster), |n| n.0.clone())?,
+        );
+        shared.insert(
+            Kind::DirectPod,
+            encode_kind(Kind::DirectPod, &out.pods, &old_out.pods, old(Kind::DirectPod), |ip| ip.to_string())?,
+        );
+        shared.insert(
+            Kind::RouteTable,
+            encode_kind(Kind::RouteTable, &out.routes, &old_out.routes, old(Kind::RouteTable), |p| p.0.to_string())?,
+        );
+        shared.insert(
+            Kind::Listener,
+            encode_kind(Kind::Listener, &out.listeners, &old_out.listeners, old(Kind::Listener), |a| a.to_string())?,
+        );
+        let bundle = Encoded::new(encode_trust_bundle(trust_anchors.to_vec()));
+        let bundle = match old(Kind::TrustBundle).and_then(|o| o.get(podmesh_api::TRUST_BUNDLE)) {
+            Some(o) if o.version == bundle.version => Arc::clone(o),
+            _ => bundle,
+        };
+        shared.insert(Kind::TrustBundle, BTreeMap::from([(podmesh_api::TRUST_BUNDLE.to_string(), bundle)]));
+        let none = Named::new();
+        let changed = shared
+            .iter()
+            .map(|(k, named)| (*k, diff(prev.and_then(|p| p.shared.get(k)).unwrap_or(&none), named)))
+            .collect();
+        Ok(Snapshot {
+            generation: prev.map_or(1, |p| p.generation + 1),
+            index,
+            shared,
+            changed,
+            cause,
+            created: Instant::now(),
+        })
+    }
+
+    /// One sidecar's own resource: its Workload, or `None` when the pod is gone or has no sidecar.
+    pub fn workload(&self, pod: &ObjectKey) -> Result<Option<Arc<Encoded>>, DecodeError> {
+        match self.index.proxy_config(pod) {
+            Ok(c) => {
+                let part = WorkloadPart { workload: c.workload, mesh: c.mesh, inbound: c.inbound };
+                Ok(Some(Encoded::new(encode(Kind::Workload, &pod.to_string(), &part)?)))
+            }
+            Err(ComputeError::NoSuchPod(_) | ComputeError::NotMeshed(_)) => Ok(None),
+        }
+    }
+
+    pub fn empty_named() -> &'static Named {
+        static EMPTY: std::sync::OnceLock<Named> = std::sync::OnceLock::new();
+        EMPTY.get_or_init(Named::new)
+    }
+
+    pub fn named(&self, kind: Kind) -> &Named {
+        self.shared.get(&kind).unwrap_or(Self::empty_named())
+    }
+}
+
+/// The resources of one kind: entries equal to the previous version's reuse its encoding.
+fn encode_kind<K: Ord, V: PartialEq + Serialize>(
+    kind: Kind,
+    new: &BTreeMap<K, V>,
+    old: &BTreeMap<K, V>,
+    old_encoded: Option<&Named>,
+    name: impl Fn(&K) -> String,
+) -> Result<Named, DecodeError> {
+    let mut out = Named::new();
+    for (k, v) in new {
+        let n = name(k);
+        let reuse = old.get(k).filter(|o| *o == v).and_then(|_| old_encoded?.get(&n));
+        let e = match reuse {
+            Some(e) => Arc::clone(e),
+            None => Encoded::new(encode(kind, &n, v)?),
+        };
+        out.insert(n, e);
+    }
+    Ok(out)
+}

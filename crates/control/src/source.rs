@@ -1,0 +1,105 @@
+//! Where the cluster comes from. One trait, [`Source`]: the file source (directories of manifests, the embedded
+//! default) now, the Kubernetes API later. Each yields whole versions of the cluster; the control plane works
+//! out what changed in the sidecar configs.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use podmesh_model::{Cluster, Source as ManifestSource};
+
+/// A version of the cluster and what made it (named in logs and in NACK reports).
+#[derive(Debug)]
+pub struct Version {
+    pub cluster: Cluster,
+    pub cause: String,
+}
+
+pub trait Source: Send {
+    /// The next version, waiting as long as it takes. `Err` is a version that could not be read (the control plane
+    /// keeps serving the last good one and says why); `None`, that the source has ended.
+    fn next(&mut self) -> impl Future<Output = Option<Result<Version, String>>> + Send;
+}
+
+/// Files and directories of manifests (`*.yaml`, `*.yml`, `*.json` in a directory, as `kubectl apply -f DIR`),
+/// polled every `interval`: any file added, edited, renamed over or deleted makes a new version. Polling sees
+/// every way files get replaced (editors, `kubectl cp`, volume symlink swaps) on any filesystem.
+#[derive(Debug)]
+pub struct FileSource {
+    paths: Vec<PathBuf>,
+    interval: Duration,
+    seen: Stamps,
+}
+
+type Stamps = BTreeMap<PathBuf, (SystemTime, u64, u64)>;
+
+impl FileSource {
+    /// Reads the manifests once: the first version, and the source that watches for the next.
+    pub fn open(paths: Vec<PathBuf>, interval: Duration) -> Result<(FileSource, Version), String> {
+        let seen = stamps(&paths);
+        let cluster = load(&paths)?;
+        let cause = format!("start: {}", paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+        Ok((FileSource { paths, interval, seen }, Version { cluster, cause }))
+    }
+}
+
+impl Source for FileSource {
+    async fn next(&mut self) -> Option<Result<Version, String>> {
+        loop {
+            tokio::time::sleep(self.interval).await;
+            let now = stamps(&self.paths);
+            if now == self.seen {
+                continue;
+            }
+            let mut changed: Vec<String> = now
+                .iter()
+                .filter(|(p, s)| self.seen.get(*p) != Some(*s))
+                .map(|(p, _)| format!("{} (edited)", p.display()))
+                .collect();
+            changed.extend(
+                self.seen.keys().filter(|p| !now.contains_key(*p)).map(|p| format!("{} (deleted)", p.display())),
+            );
+            for c in changed.iter_mut().filter(|c| c.ends_with("(edited)")) {
+                let path = c.trim_end_matches(" (edited)");
+                if !self.seen.contains_key(Path::new(path)) {
+                    *c = format!("{path} (added)");
+                }
+            }
+            self.seen = now;
+            let paths = self.paths.clone();
+            let loaded = tokio::task::spawn_blocking(move || load(&paths)).await;
+            let cause = changed.join(", ");
+            return Some(match loaded {
+                Ok(Ok(cluster)) => Ok(Version { cluster, cause }),
+                Ok(Err(e)) => Err(format!("after {cause}: {e}")),
+                Err(e) => Err(format!("after {cause}: loading failed: {e}")),
+            });
+        }
+    }
+}
+
+fn load(paths: &[PathBuf]) -> Result<Cluster, String> {
+    let sources: Vec<ManifestSource> = paths.iter().map(|p| ManifestSource::Path(p.clone())).collect();
+    podmesh_model::load(&sources).map(|l| l.cluster).map_err(|e| e.to_string())
+}
+
+/// Every manifest file under `paths` with its modification time, size and inode.
+fn stamps(paths: &[PathBuf]) -> Stamps {
+    let mut out = Stamps::new();
+    for p in paths {
+        let files = match std::fs::read_dir(p) {
+            Ok(entries) => entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.extension().is_some_and(|x| x == "yaml" || x == "yml" || x == "json"))
+                .collect(),
+            Err(_) => vec![p.clone()],
+        };
+        for f in files {
+            if let Ok(m) = std::fs::metadata(&f) {
+                use std::os::unix::fs::MetadataExt;
+                out.insert(f, (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len(), m.ino()));
+            }
+        }
+    }
+    out
+}

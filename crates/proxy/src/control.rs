@@ -1,0 +1,385 @@
+//! The control-plane source of [`Intake`]: a sidecar that has only the control plane's address, its pod's
+//! bootstrap token and the mesh root gets its certificate from the CA (a CSR authenticated by the token), then
+//! its config over delta xDS (an mTLS stream with that certificate), and follows both: every push becomes an
+//! [`Update::Config`], every renewal (at half the certificate's life) or trust-bundle change an
+//! [`Update::Credentials`]. When the stream breaks it reconnects with jittered backoff, telling the control
+//! plane which resource versions it holds, and keeps serving its last good config meanwhile.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use hyper_util::rt::TokioIo;
+use podmesh_api::pb::CertificateRequest;
+use podmesh_api::pb::certificate_service_client::CertificateServiceClient;
+use podmesh_api::xds::{
+    AggregatedDiscoveryServiceClient, DeltaDiscoveryRequest, DeltaDiscoveryResponse, Node, RpcStatus,
+};
+use podmesh_api::{Change, Kind, Parts};
+use podmesh_compute::{Identity, ProxyConfig};
+use podmesh_identity::Credentials;
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::intake::{Intake, Update};
+
+/// What a sidecar needs to join the mesh.
+#[derive(Debug, Clone)]
+pub struct ControlOptions {
+    /// The control plane's gRPC address (istiod's 15012).
+    pub address: SocketAddr,
+    /// The pod's bootstrap token.
+    pub token: String,
+    /// The mesh root(s), PEM: the control plane's certificate must chain to one.
+    pub roots_pem: String,
+    /// The control plane's SPIFFE identity (`spiffe://<trust domain>/ns/podmesh-system/sa/podmesh-control`).
+    pub control_identity: Identity,
+    /// The certificate lifetime to ask for; `None`: the CA's default.
+    pub cert_ttl: Option<Duration>,
+}
+
+/// Largest message accepted from the control plane (a push is split into responses well below this).
+const MAX_MESSAGE: usize = 64 << 20;
+/// Backoff between attempts to reach the control plane.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(15);
+
+/// Why joining failed.
+pub type JoinError = String;
+
+/// The control plane as a sidecar sees it.
+pub struct ControlSource {
+    opts: ControlOptions,
+    pod: String,
+    /// The certificate in use (PEM) and its key: kept to rebuild credentials when only the roots change.
+    chain_pem: String,
+    key_pem: String,
+    credentials: Credentials,
+    /// The TLS config the xDS connection dials with (it follows renewals).
+    client_tls: Arc<ArcSwap<rustls::ClientConfig>>,
+    renew_at: Instant,
+    parts: Parts,
+    /// Resource versions held, per kind: told to the control plane on reconnect.
+    versions: HashMap<Kind, HashMap<String, String>>,
+    stream: Option<Stream>,
+    last_config: Option<ProxyConfig>,
+    backoff: Duration,
+}
+
+impl std::fmt::Debug for ControlSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlSource")
+            .field("pod", &self.pod)
+            .field("address", &self.opts.address)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Stream {
+    tx: mpsc::Sender<DeltaDiscoveryRequest>,
+    rx: Streaming<DeltaDiscoveryResponse>,
+}
+
+impl ControlSource {
+    /// Joins the mesh: a certificate from the CA, then the first whole config. Ready to serve once this returns.
+    /// Gives up after `deadline` (the control plane may be starting: attempts are retried until then).
+    pub async fn join(
+        opts: ControlOptions,
+        deadline: Duration,
+    ) -> Result<(ControlSource, ProxyConfig, Credentials), JoinError> {
+        let give_up = Instant::now() + deadline;
+        let mut backoff = BACKOFF_MIN;
+        let (chain_pem, key_pem, credentials, pod) = loop {
+            match request_certificate(&opts).await {
+                Ok(c) => break c,
+                Err(e) if Instant::now() + backoff > give_up => return Err(e),
+                Err(_) => {
+                    tokio::time::sleep(jitter(backoff)).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        };
+        let client_tls = Arc::new(ArcSwap::new(client_tls(&credentials, &opts.control_identity)?));
+        let mut source = ControlSource {
+            renew_at: renewal_time(&credentials),
+            opts,
+            pod,
+            chain_pem,
+            key_pem,
+            credentials,
+            client_tls,
+            parts: Parts::default(),
+            versions: HashMap::new(),
+            stream: None,
+            last_config: None,
+            backoff: BACKOFF_MIN,
+        };
+        loop {
+            let remaining = give_up.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(format!("no config from the control plane at {} in time", source.opts.address));
+            }
+            match tokio::time::timeout(remaining, source.next_config()).await {
+                Ok(Ok(config)) => {
+                    let creds = source.credentials.clone();
+                    return Ok((source, config, creds));
+                }
+                Ok(Err(e)) if Instant::now() + source.backoff > give_up => return Err(e),
+                Ok(Err(_)) => source.wait_backoff().await,
+                Err(_) => return Err(format!("no config from the control plane at {} in time", source.opts.address)),
+            }
+        }
+    }
+
+    /// This sidecar's pod, as the token named it.
+    pub fn pod(&self) -> &str {
+        &self.pod
+    }
+
+    async fn wait_backoff(&mut self) {
+        tokio::time::sleep(jitter(self.backoff)).await;
+        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+    }
+
+    /// Opens the xDS stream and subscribes to every kind, telling what is held.
+    async fn connect(&mut self) -> Result<(), String> {
+        let channel = channel(self.opts.address, Arc::clone(&self.client_tls)).await?;
+        let mut client = AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE);
+        let (tx, rx) = mpsc::channel(16);
+        for (i, kind) in Kind::ALL.into_iter().enumerate() {
+            let held = self.versions.get(&kind).cloned().unwrap_or_default();
+            let req = DeltaDiscoveryRequest {
+                node: (i == 0).then(|| Node { id: self.pod.clone(), ..Default::default() }),
+                type_url: kind.type_url().to_string(),
+                resource_names_subscribe: if kind.is_shared() { vec![] } else { vec![self.pod.clone()] },
+                initial_resource_versions: held,
+                ..Default::default()
+            };
+            tx.send(req).await.map_err(|_| "the xDS stream closed".to_string())?;
+        }
+        let rx = client
+            .delta_aggregated_resources(ReceiverStream::new(rx))
+            .await
+            .map_err(|s| format!("the control plane refused the xDS stream: {}", s.message()))?
+            .into_inner();
+        self.stream = Some(Stream { tx, rx });
+        Ok(())
+    }
+
+    /// Reads responses until the config changes, answering each. Applies everything that has already arrived
+    /// before building the config, so a push of several kinds becomes one update.
+    async fn next_config(&mut self) -> Result<ProxyConfig, String> {
+        loop {
+            if self.stream.is_none() {
+                self.connect().await?;
+            }
+            let Some(stream) = self.stream.as_mut() else { continue };
+            let first = match stream.rx.message().await {
+                Ok(Some(r)) => r,
+                Ok(None) => {
+                    self.stream = None;
+                    return Err("the control plane ended the xDS stream".into());
+                }
+                Err(s) => {
+                    self.stream = None;
+                    return Err(format!("the xDS stream broke: {}", s.message()));
+                }
+            };
+            self.backoff = BACKOFF_MIN;
+            self.answer(first).await?;
+            // Whatever else has arrived belongs with it.
+            while let Some(stream) = self.stream.as_mut() {
+                match tokio::time::timeout(Duration::ZERO, stream.rx.message()).await {
+                    Ok(Ok(Some(r))) => self.answer(r).await?,
+                    Ok(Ok(None) | Err(_)) => {
+                        self.stream = None;
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            if let Some(config) = self.parts.config()
+                && self.last_config.as_ref() != Some(&config)
+            {
+                self.last_config = Some(config.clone());
+                return Ok(config);
+            }
+        }
+    }
+
+    /// Applies one response and ACKs it, or NACKs it and keeps what was held.
+    async fn answer(&mut self, r: DeltaDiscoveryResponse) -> Result<(), String> {
+        let error = match Kind::from_type_url(&r.type_url) {
+            None => Some(format!("unknown resource type {}", r.type_url)),
+            Some(kind) => self.check_and_apply(kind, &r).err(),
+        };
+        if let Some(e) = &error {
+            eprintln!("podmesh proxy: refused generation {} from the control plane: {e}", r.system_version_info);
+        }
+        let ack = DeltaDiscoveryRequest {
+            type_url: r.type_url,
+            response_nonce: r.nonce,
+            error_detail: error.map(|message| RpcStatus { code: 3, message, details: vec![] }),
+            ..Default::default()
+        };
+        let Some(stream) = self.stream.as_ref() else { return Ok(()) };
+        if stream.tx.send(ack).await.is_err() {
+            self.stream = None;
+        }
+        Ok(())
+    }
+
+    fn check_and_apply(&mut self, kind: Kind, r: &DeltaDiscoveryResponse) -> Result<(), String> {
+        let mut next = self.parts.clone();
+        let puts = r
+            .resources
+            .iter()
+            .filter_map(|res| res.resource.as_ref().map(|body| Change::Put { name: &res.name, body }));
+        let removes = r.removed_resources.iter().map(|name| Change::Remove { name });
+        next.apply(kind, puts.chain(removes)).map_err(|e| e.to_string())?;
+        if kind == Kind::Workload
+            && let Some(c) = next.config()
+            && c.workload.identity != *self.credentials.identity()
+        {
+            return Err(format!(
+                "the config is for {} ({}), but this sidecar is {}: a sidecar's identity never changes; restart it",
+                c.workload.pod,
+                c.workload.identity.as_str(),
+                self.credentials.identity().as_str()
+            ));
+        }
+        self.parts = next;
+        let held = self.versions.entry(kind).or_default();
+        for res in &r.resources {
+            held.insert(res.name.clone(), res.version.clone());
+        }
+        for name in &r.removed_resources {
+            held.remove(name);
+        }
+        Ok(())
+    }
+
+    /// A new certificate from the CA, with the current roots.
+    async fn renew(&mut self) -> Result<Credentials, String> {
+        let (chain_pem, key_pem, credentials, _) = request_certificate(&self.opts).await?;
+        self.install(chain_pem, key_pem, credentials)
+    }
+
+    fn install(&mut self, chain_pem: String, key_pem: String, c: Credentials) -> Result<Credentials, String> {
+        self.client_tls.store(client_tls(&c, &self.opts.control_identity)?);
+        self.renew_at = renewal_time(&c);
+        (self.chain_pem, self.key_pem, self.credentials) = (chain_pem, key_pem, c.clone());
+        Ok(c)
+    }
+
+    /// The trust bundle the control plane sent, if it differs from the roots in use.
+    fn new_roots(&mut self) -> Option<Result<Credentials, String>> {
+        let roots = self.parts.trust_anchors()?.join("");
+        if roots == self.opts.roots_pem {
+            return None;
+        }
+        self.opts.roots_pem = roots.clone();
+        let c = Credentials::from_pem(&self.chain_pem, &self.key_pem, &roots).map_err(|e| e.to_string());
+        Some(c.and_then(|c| self.install(self.chain_pem.clone(), self.key_pem.clone(), c)))
+    }
+}
+
+impl Intake for ControlSource {
+    async fn next(&mut self) -> Option<Result<Update, String>> {
+        if let Some(r) = self.new_roots() {
+            return Some(r.map(|c| Update::Credentials(Box::new(c))));
+        }
+        loop {
+            let renew_in = self.renew_at.saturating_duration_since(Instant::now());
+            tokio::select! {
+                config = self.next_config() => match config {
+                    Ok(c) => return Some(Ok(Update::Config(Box::new(c)))),
+                    Err(e) => {
+                        eprintln!("podmesh proxy: {e}; serving the last good config, retrying");
+                        self.wait_backoff().await;
+                    }
+                },
+                () = tokio::time::sleep(renew_in) => match self.renew().await {
+                    Ok(c) => return Some(Ok(Update::Credentials(Box::new(c)))),
+                    Err(e) => {
+                        // Retried soon; until it succeeds the old certificate serves, and once it has expired
+                        // peers refuse it: connections fail, and nothing is ever sent in plaintext instead.
+                        eprintln!("podmesh proxy: renewing the certificate: {e}");
+                        self.renew_at = Instant::now() + jitter(Duration::from_secs(5));
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// Asks the CA for a certificate: a fresh key, a CSR, the token. Returns the chain, key, credentials and the pod.
+async fn request_certificate(opts: &ControlOptions) -> Result<(String, String, Credentials, String), String> {
+    let (key_pem, csr) = podmesh_identity::new_unnamed_csr().map_err(|e| e.to_string())?;
+    let tls = podmesh_identity::anonymous_client_config(&opts.roots_pem, &opts.control_identity, &[b"h2"])
+        .map_err(|e| format!("the mesh roots given: {e}"))?;
+    let channel = channel(opts.address, Arc::new(ArcSwap::new(tls))).await?;
+    let mut client = CertificateServiceClient::new(channel);
+    let mut req = tonic::Request::new(CertificateRequest {
+        csr,
+        validity_seconds: opts.cert_ttl.map_or(0, |t| i64::try_from(t.as_secs()).unwrap_or(i64::MAX)),
+    });
+    let bearer = format!("Bearer {}", opts.token.trim());
+    req.metadata_mut().insert(
+        "authorization",
+        bearer.parse().map_err(|_| "the bootstrap token has characters a header cannot carry".to_string())?,
+    );
+    let resp = client
+        .create_certificate(req)
+        .await
+        .map_err(|s| format!("the CA refused the certificate request: {}", s.message()))?
+        .into_inner();
+    let chain = resp.cert_chain.join("");
+    let roots = if resp.trust_anchors.is_empty() { opts.roots_pem.clone() } else { resp.trust_anchors.join("") };
+    let creds = Credentials::from_pem(&chain, &key_pem, &roots).map_err(|e| format!("the CA's answer: {e}"))?;
+    Ok((chain, key_pem, creds, resp.pod))
+}
+
+fn client_tls(c: &Credentials, control: &Identity) -> Result<Arc<rustls::ClientConfig>, String> {
+    c.client_config(control, &[b"h2"]).map_err(|e| e.to_string())
+}
+
+/// A gRPC channel to `addr` over TLS with the config in `tls` at the time of each connection.
+async fn channel(addr: SocketAddr, tls: Arc<ArcSwap<rustls::ClientConfig>>) -> Result<Channel, String> {
+    Endpoint::from_static("http://podmesh-control")
+        .connect_timeout(Duration::from_secs(5))
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .connect_with_connector(tower::service_fn(move |_| {
+            let tls = tls.load_full();
+            async move {
+                let tcp = TcpStream::connect(addr).await?;
+                let _ = tcp.set_nodelay(true);
+                let name = ServerName::try_from("podmesh-control").map_err(std::io::Error::other)?;
+                let io = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await?;
+                Ok::<_, std::io::Error>(TokioIo::new(io))
+            }
+        }))
+        .await
+        .map_err(|e| format!("cannot reach the control plane at {addr}: {e}"))
+}
+
+/// When to renew: half way through the certificate's remaining life (Istio's default grace ratio).
+fn renewal_time(c: &Credentials) -> Instant {
+    let left = c.not_after().duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
+    Instant::now() + left / 2
+}
+
+/// `d` scaled by a random factor in [0.5, 1.5): sidecars that lost the control plane together do not return
+/// together.
+fn jitter(d: Duration) -> Duration {
+    let r = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    d.mul_f64(0.5 + (r % 1000) as f64 / 1000.0)
+}
