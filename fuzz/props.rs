@@ -296,3 +296,75 @@ pub fn http_head(data: &[u8]) {
         assert_eq!(classify(data), Some(Sniffed::Http1), "httparse reads a {method} request");
     }
 }
+
+// ---------------------------------------------------------------- xds_request
+
+/// What the control plane reads from a sidecar's xDS stream (a sidecar is not trusted): any bytes that decode as a
+/// `DeltaDiscoveryRequest` are classified without panicking; a known type is recognised by its URL exactly; a
+/// NACK's reason is bounded and never empty; the node's pod, when accepted, is a valid "namespace/name".
+pub fn xds_request(data: &[u8]) {
+    use podmesh_api::xds::DeltaDiscoveryRequest;
+    use podmesh_control::ads::{Asked, MAX_REASON_CHARS, asked, node_pod};
+    use prost::Message;
+    let Ok(req) = DeltaDiscoveryRequest::decode(data) else { return };
+    if let Ok(pod) = node_pod(&req) {
+        assert!(!pod.namespace.is_empty() && !pod.name.is_empty() && !pod.name.contains('/'), "{pod:?}");
+    }
+    let type_url = req.type_url.clone();
+    match asked(req) {
+        Asked::Unknown(url) => assert!(url == type_url && podmesh_api::Kind::from_type_url(&url).is_none()),
+        Asked::Answer { kind, nonce, nack } => {
+            assert!(kind.type_url() == type_url && !nonce.is_empty());
+            if let Some(reason) = nack {
+                assert!(!reason.is_empty() && reason.chars().count() <= MAX_REASON_CHARS);
+            }
+        }
+        Asked::Subscribe { kind, .. } => assert!(kind.type_url() == type_url),
+    }
+}
+
+// ---------------------------------------------------------------- certificate_request
+
+/// The CA of the quickstart cluster, with a fixed token key, made once.
+fn fuzz_ca() -> &'static (podmesh_control::Authority, podmesh_compute::Index) {
+    static CA: std::sync::OnceLock<(podmesh_control::Authority, podmesh_compute::Index)> = std::sync::OnceLock::new();
+    CA.get_or_init(|| {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/quickstart");
+        let root = if root.exists() {
+            root
+        } else {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/quickstart")
+        };
+        let loaded = podmesh_model::load(&[podmesh_model::Source::Path(root)]).expect("the quickstart loads");
+        let ttl = std::time::Duration::from_secs(3600);
+        let authority =
+            podmesh_control::Authority::ephemeral("cluster.local", ttl, b"podmesh fuzzing token key").expect("a CA");
+        (authority, podmesh_compute::Index::new(loaded.cluster))
+    })
+}
+
+/// What the CA reads from a caller: `data` is a one-byte length, that many bytes of `authorization` header, and
+/// a `CertificateRequest`. Never panics; a certificate is issued only for a token this CA made, for the token's
+/// pod, which has a sidecar; its identity is that pod's whatever the CSR asked.
+pub fn certificate_request(data: &[u8]) {
+    use podmesh_api::pb::CertificateRequest;
+    use prost::Message;
+    let Some((&n, rest)) = data.split_first() else { return };
+    let (auth, body) = rest.split_at(usize::from(n).min(rest.len()));
+    let Ok(auth) = std::str::from_utf8(auth) else { return };
+    let Ok(req) = CertificateRequest::decode(body) else { return };
+    let (authority, index) = fuzz_ca();
+    let Ok(resp) = podmesh_control::certs::sign_for(authority, index, Some(auth), req) else { return };
+    let token = auth.strip_prefix("Bearer ").expect("issued without a bearer token");
+    let (ns, name) = authority.verify_token(token).expect("issued for a token the CA did not make");
+    let pod = ObjectKey::new(ns, name);
+    assert!(resp.pod == pod.to_string());
+    let expected = index.proxy_config(&pod).expect("issued for a pod without a sidecar").workload.identity;
+    let chain = resp.cert_chain.join("");
+    let leaf = {
+        use rustls::pki_types::pem::PemObject;
+        rustls::pki_types::CertificateDer::from_pem_slice(chain.as_bytes()).expect("a PEM certificate")
+    };
+    let got = podmesh_identity::peer_identity(&[leaf]).expect("a SPIFFE identity");
+    assert!(got == expected, "issued {} for {pod}, whose identity is {}", got.as_str(), expected.as_str());
+}

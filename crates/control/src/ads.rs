@@ -70,10 +70,7 @@ impl xds::AggregatedDiscoveryService for Ads {
             Ok(None) => return Err(Status::invalid_argument("the stream ended before its first request")),
             Err(e) => return Err(e),
         };
-        let node = first.node.as_ref().map(|n| n.id.as_str()).unwrap_or_default();
-        let pod = ObjectKey::parse(node).ok_or_else(|| {
-            Status::invalid_argument(format!("node.id must be the sidecar's pod, \"namespace/name\"; got {node:?}"))
-        })?;
+        let pod = node_pod(&first).map_err(Status::invalid_argument)?;
         let snapshot = self.shared.current();
         match snapshot.index.pod(&pod) {
             None => return Err(Status::not_found(format!("no pod {pod} in the mesh's manifests"))),
@@ -115,6 +112,43 @@ impl xds::AggregatedDiscoveryService for Ads {
         tokio::spawn(stream.run(first, incoming, self.shared.snapshots.subscribe()));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
+}
+
+/// What a sidecar's request asks, decided from its fields alone: the one place the xDS stream reads untrusted
+/// input (fuzzed: `fuzz/fuzz_targets/xds_request.rs`).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Asked {
+    /// A type this server does not serve.
+    Unknown(String),
+    /// The answer to the response with `nonce`: an ACK, or a NACK with the sidecar's reason (at most
+    /// [`MAX_REASON_CHARS`]).
+    Answer { kind: Kind, nonce: String, nack: Option<String> },
+    /// A subscription to `kind`, with the versions the sidecar says it holds (after a reconnect).
+    Subscribe { kind: Kind, held: HashMap<String, String> },
+}
+
+/// How much of a NACK's reason is kept.
+pub const MAX_REASON_CHARS: usize = 4096;
+
+pub fn asked(req: DeltaDiscoveryRequest) -> Asked {
+    let Some(kind) = Kind::from_type_url(&req.type_url) else { return Asked::Unknown(req.type_url) };
+    if !req.response_nonce.is_empty() {
+        let nack = req.error_detail.map(|s| {
+            let reason: String = s.message.chars().take(MAX_REASON_CHARS).collect();
+            if reason.is_empty() { format!("(no reason given; code {})", s.code) } else { reason }
+        });
+        return Asked::Answer { kind, nonce: req.response_nonce, nack };
+    }
+    Asked::Subscribe { kind, held: req.initial_resource_versions.into_iter().collect() }
+}
+
+/// The pod a stream's first request names in `node.id` ("namespace/name").
+pub fn node_pod(first: &DeltaDiscoveryRequest) -> Result<ObjectKey, String> {
+    let node = first.node.as_ref().map(|n| n.id.as_str()).unwrap_or_default();
+    ObjectKey::parse(node).ok_or_else(|| {
+        let shown: String = node.chars().take(256).collect();
+        format!("node.id must be the sidecar's pod, \"namespace/name\"; got {shown:?}")
+    })
 }
 
 /// One sidecar's stream.
@@ -169,17 +203,19 @@ impl StreamState {
 
     /// A request: an ACK or NACK of a response, or a kind's subscription.
     async fn handle(&mut self, req: DeltaDiscoveryRequest) -> Result<(), ()> {
-        let Some(kind) = Kind::from_type_url(&req.type_url) else {
-            // Not ours: say so once, without ending the stream.
-            let nonce = self.next_nonce();
-            return self.send(DeltaDiscoveryResponse { type_url: req.type_url, nonce, ..Default::default() }).await;
+        let (kind, held) = match asked(req) {
+            Asked::Unknown(type_url) => {
+                // Not ours: an empty answer, without ending the stream.
+                let nonce = self.next_nonce();
+                return self.send(DeltaDiscoveryResponse { type_url, nonce, ..Default::default() }).await;
+            }
+            Asked::Answer { kind, nonce, nack } => {
+                self.answered(kind, &nonce, nack);
+                return Ok(());
+            }
+            Asked::Subscribe { kind, held } => (kind, held),
         };
-        if !req.response_nonce.is_empty() {
-            self.answered(kind, &req);
-            return Ok(());
-        }
         let snapshot = self.shared.current();
-        let held: HashMap<String, String> = req.initial_resource_versions.into_iter().collect();
         if kind == Kind::Workload {
             let current = snapshot.workload(&self.pod).ok().flatten();
             let known = held.get(&self.pod.to_string()).cloned();
@@ -305,10 +341,10 @@ impl StreamState {
         }
     }
 
-    fn answered(&mut self, kind: Kind, req: &DeltaDiscoveryRequest) {
-        let Some((_, snapshot, measured)) = self.pending.remove(&req.response_nonce) else { return };
+    fn answered(&mut self, kind: Kind, nonce: &str, nack: Option<String>) {
+        let Some((_, snapshot, measured)) = self.pending.remove(nonce) else { return };
         let generation = snapshot.generation;
-        match &req.error_detail {
+        match nack {
             None => {
                 if measured {
                     self.shared.metrics.push_seconds.observe(snapshot.created.elapsed().as_secs_f64());
@@ -318,20 +354,14 @@ impl StreamState {
                     *acked = (*acked).max(generation);
                 });
             }
-            Some(status) => {
+            Some(reason) => {
                 self.shared.metrics.nacks.get_or_create(&Metrics::kind(kind)).inc();
-                let reason: String = status.message.chars().take(4096).collect();
                 eprintln!(
                     "podmesh control: {} refused generation {generation} ({kind}): {reason}; caused by {}",
                     self.pod, snapshot.cause
                 );
-                let nack = Nack {
-                    generation,
-                    kind: kind.as_str().to_string(),
-                    reason,
-                    cause: snapshot.cause.clone(),
-                    at: unix_now(),
-                };
+                let cause = snapshot.cause.clone();
+                let nack = Nack { generation, kind: kind.as_str().to_string(), reason, cause, at: unix_now() };
                 self.shared.proxies.update(self.id, |s| s.last_nack = Some(nack));
             }
         }

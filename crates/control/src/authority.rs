@@ -91,6 +91,17 @@ impl Authority {
         Ok(Authority { ca, trust_anchors, token_key: hmac::Key::new(hmac::HMAC_SHA256, &secret), default_ttl })
     }
 
+    /// A CA that lives in memory only, with `token_secret` as its token key (for tests and fuzzing).
+    pub fn ephemeral(
+        trust_domain: &str,
+        default_ttl: Duration,
+        token_secret: &[u8],
+    ) -> Result<Authority, AuthorityError> {
+        let ca = Ca::new(trust_domain).map_err(AuthorityError::Create)?;
+        let trust_anchors = vec![ca.cert_pem()];
+        Ok(Authority { ca, trust_anchors, token_key: hmac::Key::new(hmac::HMAC_SHA256, token_secret), default_ttl })
+    }
+
     /// The bootstrap token of one pod: what the runtime hands that pod's sidecar. It proves nothing but the pod's
     /// name, so it is worth exactly that pod's identity, and is as secret as a ServiceAccount token.
     pub fn token(&self, pod: &ObjectKey) -> String {

@@ -4,12 +4,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use podmesh_api::pb::{CertificateRequest, CertificateResponse, certificate_service_server::CertificateService};
-use podmesh_compute::ComputeError;
+use podmesh_compute::{ComputeError, Index};
 use podmesh_model::ObjectKey;
 use tonic::{Request, Response, Status};
 
-use crate::Shared;
 use crate::status::ResultLabel;
+use crate::{Authority, Shared};
 
 #[derive(Debug, Clone)]
 pub struct Certs {
@@ -34,39 +34,44 @@ impl CertificateService for Certs {
 
 impl Certs {
     fn sign(&self, req: Request<CertificateRequest>) -> Result<CertificateResponse, Status> {
-        let token = req
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| {
-                Status::unauthenticated("no bootstrap token: send the pod's token as `authorization: Bearer <token>`")
-            })?;
-        let (ns, name) = self.shared.authority.verify_token(token).ok_or_else(|| {
-            Status::unauthenticated("bootstrap token refused: this control plane's CA did not make it")
-        })?;
-        let pod = ObjectKey::new(ns, name);
+        let token = req.metadata().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string);
         let snapshot = self.shared.current();
-        let identity = match snapshot.index.proxy_config(&pod) {
-            Ok(c) => c.workload.identity,
-            Err(ComputeError::NoSuchPod(_)) => {
-                return Err(Status::permission_denied(format!("no pod {pod} in the mesh's manifests")));
-            }
-            Err(ComputeError::NotMeshed(_)) => {
-                return Err(Status::permission_denied(format!("pod {pod} has no sidecar, so it gets no identity")));
-            }
-        };
-        let req = req.into_inner();
-        let ttl = Duration::from_secs(u64::try_from(req.validity_seconds).unwrap_or(0));
-        let chain = self
-            .shared
-            .authority
-            .sign(&req.csr, &identity, ttl)
-            .map_err(|e| Status::invalid_argument(format!("the CSR cannot be signed: {e}")))?;
-        Ok(CertificateResponse {
-            cert_chain: vec![chain],
-            trust_anchors: self.shared.authority.trust_anchors().to_vec(),
-            pod: pod.to_string(),
-        })
+        sign_for(&self.shared.authority, &snapshot.index, token.as_deref(), req.into_inner())
     }
+}
+
+/// Decides one certificate request: the token (the `authorization` header's value) must be this CA's for a pod
+/// with a sidecar in `index`; the certificate gets that pod's identity. The one place the CA reads untrusted input
+/// (fuzzed: `fuzz/fuzz_targets/certificate_request.rs`).
+pub fn sign_for(
+    authority: &Authority,
+    index: &Index,
+    authorization: Option<&str>,
+    req: CertificateRequest,
+) -> Result<CertificateResponse, Status> {
+    let token = authorization.and_then(|v| v.strip_prefix("Bearer ")).ok_or_else(|| {
+        Status::unauthenticated("no bootstrap token: send the pod's token as `authorization: Bearer <token>`")
+    })?;
+    let (ns, name) = authority
+        .verify_token(token)
+        .ok_or_else(|| Status::unauthenticated("bootstrap token refused: this control plane's CA did not make it"))?;
+    let pod = ObjectKey::new(ns, name);
+    let identity = match index.proxy_config(&pod) {
+        Ok(c) => c.workload.identity,
+        Err(ComputeError::NoSuchPod(_)) => {
+            return Err(Status::permission_denied(format!("no pod {pod} in the mesh's manifests")));
+        }
+        Err(ComputeError::NotMeshed(_)) => {
+            return Err(Status::permission_denied(format!("pod {pod} has no sidecar, so it gets no identity")));
+        }
+    };
+    let ttl = Duration::from_secs(u64::try_from(req.validity_seconds).unwrap_or(0));
+    let chain = authority
+        .sign(&req.csr, &identity, ttl)
+        .map_err(|e| Status::invalid_argument(format!("the CSR cannot be signed: {e}")))?;
+    Ok(CertificateResponse {
+        cert_chain: vec![chain],
+        trust_anchors: authority.trust_anchors().to_vec(),
+        pod: pod.to_string(),
+    })
 }

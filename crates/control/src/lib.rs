@@ -67,8 +67,8 @@ impl Control {
         Ok(Control { shared: Arc::new(shared) })
     }
 
-    /// Serves gRPC on `grpc` and monitoring on `monitoring`, and follows `source`, until `source` ends or
-    /// `shutdown` resolves.
+    /// Serves gRPC on `grpc` and monitoring on `monitoring`, and follows `source`, until `shutdown` resolves (or
+    /// this future is dropped); then every connection is closed, so sidecars notice at once and reconnect.
     pub async fn serve(
         &self,
         grpc: TcpListener,
@@ -77,23 +77,25 @@ impl Control {
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), String> {
         let tls = Arc::new(arc_swap::ArcSwap::new(server::serving_config(&self.shared)?));
-        let renew = tokio::spawn(renew_serving(Arc::clone(&self.shared), Arc::clone(&tls)));
-        let follow = tokio::spawn(follow(Arc::clone(&self.shared), source));
-        let monitor = monitoring.map(|l| tokio::spawn(server::serve_monitoring(l, Arc::clone(&self.shared))));
-        let incoming = server::accept_tls(grpc, tls);
-        let result = tonic::transport::Server::builder()
+        // Each ends with this future, also when it is dropped.
+        let _renew = AbortOnDrop(tokio::spawn(renew_serving(Arc::clone(&self.shared), Arc::clone(&tls))));
+        let _follow = AbortOnDrop(tokio::spawn(follow(Arc::clone(&self.shared), source)));
+        let _monitor =
+            monitoring.map(|l| AbortOnDrop(tokio::spawn(server::serve_monitoring(l, Arc::clone(&self.shared)))));
+        // Cancelled when this future ends or is dropped: every connection then fails, and its streams with it.
+        let stop = tokio_util::sync::CancellationToken::new();
+        let _stop_on_exit = stop.clone().drop_guard();
+        let incoming = server::accept_tls(grpc, tls, stop.clone());
+        tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .add_service(AggregatedDiscoveryServiceServer::new(ads::Ads { shared: Arc::clone(&self.shared) }))
             .add_service(CertificateServiceServer::new(certs::Certs { shared: Arc::clone(&self.shared) }))
-            .serve_with_incoming_shutdown(incoming, shutdown)
+            .serve_with_incoming_shutdown(incoming, async move {
+                shutdown.await;
+                stop.cancel();
+            })
             .await
-            .map_err(|e| format!("serving gRPC: {e}"));
-        renew.abort();
-        follow.abort();
-        if let Some(m) = monitor {
-            m.abort();
-        }
-        result
+            .map_err(|e| format!("serving gRPC: {e}"))
     }
 
     /// Applies one version of the cluster: indexes it and publishes the resources that changed. A version whose
@@ -109,6 +111,14 @@ impl Control {
         shared.metrics.generation.set(i64::try_from(generation).unwrap_or(i64::MAX));
         shared.snapshots.send_replace(Arc::new(next));
         Ok(generation)
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -18,6 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::transport::server::Connected;
 
 use crate::Shared;
@@ -30,11 +31,28 @@ pub struct ConnInfo {
     pub identity: Option<Identity>,
 }
 
-/// An accepted TLS connection, with what the handshake established, for tonic.
-#[derive(Debug)]
+/// An accepted TLS connection, with what the handshake established, for tonic. It fails every read and write
+/// once the control plane stops (`stop` is cancelled), so its streams end then and sidecars reconnect, rather
+/// than outliving the server they belonged to.
 pub struct TlsConn {
     io: TlsStream<TcpStream>,
     info: ConnInfo,
+    stopped: Pin<Box<WaitForCancellationFutureOwned>>,
+}
+
+impl std::fmt::Debug for TlsConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsConn").field("info", &self.info).finish_non_exhaustive()
+    }
+}
+
+impl TlsConn {
+    fn check_stopped(&mut self, cx: &mut Context<'_>) -> std::io::Result<()> {
+        match self.stopped.as_mut().poll(cx) {
+            Poll::Ready(()) => Err(std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "control plane stopped")),
+            Poll::Pending => Ok(()),
+        }
+    }
 }
 
 impl Connected for TlsConn {
@@ -46,13 +64,17 @@ impl Connected for TlsConn {
 
 impl AsyncRead for TlsConn {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+        let me = self.get_mut();
+        me.check_stopped(cx)?;
+        Pin::new(&mut me.io).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for TlsConn {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+        let me = self.get_mut();
+        me.check_stopped(cx)?;
+        Pin::new(&mut me.io).poll_write(cx, buf)
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.get_mut().io).poll_flush(cx)
@@ -65,7 +87,9 @@ impl AsyncWrite for TlsConn {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+        let me = self.get_mut();
+        me.check_stopped(cx)?;
+        Pin::new(&mut me.io).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {
         self.io.is_write_vectored()
@@ -80,6 +104,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub fn accept_tls(
     listener: TcpListener,
     tls: Arc<arc_swap::ArcSwap<rustls::ServerConfig>>,
+    stop: CancellationToken,
 ) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<TlsConn>> {
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
@@ -94,12 +119,13 @@ pub fn accept_tls(
             let _ = tcp.set_nodelay(true);
             let acceptor = TlsAcceptor::from(tls.load_full());
             let conns = tx.clone();
+            let stopped = Box::pin(stop.clone().cancelled_owned());
             tokio::spawn(async move {
                 let Ok(Ok(io)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await else { return };
                 let identity = io.get_ref().1.peer_certificates().and_then(|c| peer_identity(c).ok());
-                let _ = conns.send(Ok(TlsConn { io, info: ConnInfo { remote, identity } })).await;
+                let _ = conns.send(Ok(TlsConn { io, info: ConnInfo { remote, identity }, stopped })).await;
             });
-            if tx.is_closed() {
+            if tx.is_closed() || stop.is_cancelled() {
                 return;
             }
         }

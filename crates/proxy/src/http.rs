@@ -585,6 +585,9 @@ pub async fn forward(
 
 /// TCP, then mTLS when the key asks for it.
 pub async fn connect(proxy: &crate::Proxy, key: &PoolKey) -> std::io::Result<Box<dyn Io>> {
+    if key.tls.is_some() {
+        proxy.tls.check_unexpired()?;
+    }
     let tcp = proxy.dialer.connect(key.addr).await?;
     match &key.tls {
         None => Ok(Box::new(tcp)),

@@ -114,6 +114,20 @@ impl Tls {
         self.creds.load().identity().clone()
     }
 
+    /// Refuses once this sidecar's certificate has expired: mTLS is never downgraded to plaintext, so nothing is
+    /// sent until new certificates arrive (checked before dialing, so peers see no connection at all).
+    pub fn check_unexpired(&self) -> io::Result<()> {
+        if self.creds.load().is_expired(std::time::SystemTime::now()) {
+            return Err(io::Error::other("this sidecar's certificate has expired; refusing to open mTLS"));
+        }
+        Ok(())
+    }
+
+    /// The certificates in force.
+    pub fn credentials(&self) -> Arc<Credentials> {
+        self.creds.load_full()
+    }
+
     fn client_config(&self, expected: &Identity) -> io::Result<Arc<rustls::ClientConfig>> {
         let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(c) = clients.get(expected) {
@@ -131,10 +145,7 @@ impl Tls {
         expected: &Identity,
         sni: &str,
     ) -> io::Result<tokio_rustls::client::TlsStream<S>> {
-        if self.creds.load().is_expired(std::time::SystemTime::now()) {
-            // Never downgrade to plaintext; refuse until new certificates arrive.
-            return Err(io::Error::other("this sidecar's certificate has expired; refusing to open mTLS"));
-        }
+        self.check_unexpired()?;
         let name = ServerName::try_from(sni.to_string()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         TlsConnector::from(self.client_config(expected)?).connect(name, stream).await
     }

@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 
 /// The fuzz targets: each has `fuzz/fuzz_targets/<name>.rs`, a `[[bin]]` in `fuzz/Cargo.toml`, a corpus
 /// directory and a test below.
-const TARGETS: [&str; 6] = ["detect", "client_hello", "host", "config", "manifest", "http_head"];
+const TARGETS: [&str; 8] =
+    ["detect", "client_hello", "host", "config", "manifest", "http_head", "xds_request", "certificate_request"];
 
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz")
@@ -85,4 +86,14 @@ fn every_target_has_a_corpus_and_a_test() {
     for t in &targets {
         assert!(manifest.contains(&format!("path = \"fuzz_targets/{t}.rs\"")), "no [[bin]] for {t} in fuzz/Cargo.toml");
     }
+}
+
+#[test]
+fn xds_request() {
+    replay("xds_request", props::xds_request);
+}
+
+#[test]
+fn certificate_request() {
+    replay("certificate_request", props::certificate_request);
 }

@@ -166,3 +166,145 @@ async fn bootstrap_with_a_wrong_or_missing_token_is_refused() {
     assert!(ControlSource::join(wrong_root, Duration::from_millis(300)).await.is_err());
     let _ = SocketAddr::from(([127, 0, 0, 1], 0));
 }
+
+/// Requests through the client's sidecar to `dst` (Host `host`) until `stop` is set (and at most `limit`), a new
+/// connection every 10th request so new handshakes happen throughout. Returns (sent, failures, pods served).
+fn traffic(
+    to: SocketAddr,
+    host: &'static str,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    limit: Duration,
+) -> tokio::task::JoinHandle<(usize, Vec<String>, std::collections::BTreeMap<String, usize>)> {
+    tokio::spawn(async move {
+        let start = Instant::now();
+        let (mut sent, mut failures, mut served) = (0, Vec::new(), std::collections::BTreeMap::new());
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) && start.elapsed() < limit {
+            let mut conn = h1(to).await;
+            for _ in 0..10 {
+                let g = get1(&mut conn, host, "/").await;
+                sent += 1;
+                if g.status != 200 {
+                    failures.push(format!("{g:?}"));
+                }
+                *served.entry(g.pod.unwrap_or_default()).or_insert(0) += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        (sent, failures, served)
+    })
+}
+
+fn flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false))
+}
+
+#[tokio::test]
+async fn the_control_plane_restarts_while_sidecars_serve_and_no_request_fails() {
+    let mut cp = ControlPlane::start(PERMISSIVE).await;
+    let mut mesh = Mesh::start_joined(PERMISSIVE, &cp).await;
+    let meshed = mesh.sidecars.len();
+    until_synced(&cp, meshed).await;
+    let to_web = mesh.via_sidecar("client", mesh.service("web", 80)).await;
+    let stop = flag();
+    let load = traffic(to_web, "web.shop", stop.clone(), Duration::from_secs(30));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Down for half a second: every stream ends; the sidecars serve on with what they have.
+    cp.stop().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!load.is_finished());
+    cp.restart().await;
+    // They find it again (jittered backoff from 0.1 s), say what they hold, and are in sync.
+    until_synced(&cp, meshed).await;
+    // And follow the restarted control plane's changes.
+    let mut conn = h1(to_web).await;
+    std::fs::write(cp.manifests.join("web-to-legacy.yaml"), WEB_TO_LEGACY).unwrap();
+    until_served_by(&mut conn, |p| p == "legacy").await;
+    std::fs::remove_file(cp.manifests.join("web-to-legacy.yaml")).unwrap();
+    until_served_by(&mut conn, |p| p != "legacy").await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (sent, failures, _) = load.await.unwrap();
+    assert!(sent > 50, "only {sent} requests");
+    assert!(failures.is_empty(), "{} of {sent} failed: {:?}", failures.len(), &failures[..failures.len().min(3)]);
+}
+
+#[tokio::test]
+async fn certificates_rotated_every_few_seconds_fail_no_request() {
+    // Three-second certificates: each sidecar renews about every 1.5 s.
+    let cp = ControlPlane::start_with_ttl(PERMISSIVE, Duration::from_secs(3)).await;
+    let mut mesh = Mesh::start_joined(PERMISSIVE, &cp).await;
+    let meshed = mesh.sidecars.len();
+    let signed = || {
+        let label = podmesh_control::status::ResultLabel { result: "signed".into() };
+        cp.control.shared.metrics.csrs.get_or_create(&label).get()
+    };
+    let at_start = signed();
+    let to_web = mesh.via_sidecar("client", mesh.service("web", 80)).await;
+    let stop = flag();
+    let load = traffic(to_web, "web.shop", stop.clone(), Duration::from_secs(30));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (sent, failures, _) = load.await.unwrap();
+    let renewed = signed() - at_start;
+    assert!(renewed >= 2 * meshed as u64, "only {renewed} renewals for {meshed} sidecars in 5 s");
+    assert!(sent > 50, "only {sent} requests");
+    assert!(failures.is_empty(), "{} of {sent} failed: {:?}", failures.len(), &failures[..failures.len().min(3)]);
+    // The certificate in force is a fresh one, well inside its life.
+    let client = &mesh.sidecars["client"];
+    let left = client.tls.credentials().not_after().duration_since(std::time::SystemTime::now()).unwrap();
+    assert!(left > Duration::from_millis(500), "{left:?}");
+}
+
+#[tokio::test]
+async fn an_expired_certificate_is_refused_and_nothing_goes_in_plaintext() {
+    // Two-second certificates, and no control plane to renew them once the sidecars have joined.
+    let mut cp = ControlPlane::start_with_ttl(PERMISSIVE, Duration::from_secs(2)).await;
+    let mut mesh = Mesh::start_joined(PERMISSIVE, &cp).await;
+    cp.stop().await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(mesh.sidecars["client"].tls.credentials().is_expired(std::time::SystemTime::now()));
+    let web_apps: Vec<(SocketAddr, u64)> =
+        mesh.apps.iter().filter(|(_, e)| e.name().starts_with("web-")).map(|(a, e)| (*a, e.requests())).collect();
+    // PERMISSIVE: the web pods would take plaintext, so only the client sidecar's refusal to send it keeps the
+    // request from getting through.
+    let mut conn = h1(mesh.via_sidecar("client", mesh.service("web", 80)).await).await;
+    let g = get1(&mut conn, "web.shop", "/").await;
+    assert_eq!(g.status, 503, "{g:?}");
+    assert_eq!(g.reason.as_deref().map(|r| r.split(';').next().unwrap()), Some("upstream_connect_failure"), "{g:?}");
+    for (addr, before) in web_apps {
+        assert_eq!(mesh.apps[&addr].requests(), before, "{addr} was reached");
+    }
+    // The client sidecar did not even connect: it checks its certificate before dialing.
+    for pod in mesh.pods_of("web") {
+        assert!(mesh.log(&pod).is_empty(), "{pod}: {:?}", mesh.log(&pod));
+    }
+}
+
+#[tokio::test]
+async fn endpoints_added_and_removed_every_100_ms_fail_no_request() {
+    const CHURN: &[&str] = &["crates/proxy/tests/churn"];
+    let cp = ControlPlane::start(CHURN).await;
+    let mut mesh = Mesh::start_joined(CHURN, &cp).await;
+    until_synced(&cp, mesh.sidecars.len()).await;
+    let flap = cp.manifests.join("flap.yaml");
+    let pods = std::fs::read_to_string(&flap).unwrap();
+    let to_api = mesh.via_sidecar("client", mesh.service("api", 80)).await;
+    let stop = flag();
+    let load = traffic(to_api, "api.churn", stop.clone(), Duration::from_secs(30));
+    // api-2 and api-3 go and come back every 100 ms, 30 times.
+    let before = cp.generation();
+    for i in 0..30 {
+        let text = if i % 2 == 0 { "# (deleted for now)\n" } else { pods.as_str() };
+        std::fs::write(&flap, text).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    std::fs::write(&flap, &pods).unwrap();
+    until_synced(&cp, mesh.sidecars.len()).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (sent, failures, served) = load.await.unwrap();
+    let generations = cp.generation() - before;
+    eprintln!("{sent} requests over {generations} generations, served by {served:?}");
+    assert!(generations >= 10, "only {generations} generations: the edits were not seen");
+    assert!(sent > 100, "only {sent} requests");
+    assert!(failures.is_empty(), "{} of {sent} failed: {:?}", failures.len(), &failures[..failures.len().min(3)]);
+    assert!(served.get("api-0").is_some_and(|n| *n > 10) && served.get("api-1").is_some_and(|n| *n > 10), "{served:?}");
+}

@@ -56,12 +56,15 @@ pub struct ControlPlane {
     pub manifests: PathBuf,
     pub state: PathBuf,
     pub grpc: SocketAddr,
-    task: JoinHandle<()>,
+    pub ttl: Duration,
+    task: Option<JoinHandle<()>>,
 }
 
 impl Drop for ControlPlane {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(t) = &self.task {
+            t.abort();
+        }
         if let Some(dir) = self.manifests.parent() {
             let _ = std::fs::remove_dir_all(dir);
         }
@@ -69,8 +72,14 @@ impl Drop for ControlPlane {
 }
 
 impl ControlPlane {
-    /// Copies the manifests of `dirs` into a fresh directory and serves them on 127.0.0.1, polling every 50 ms.
+    /// Copies the manifests of `dirs` into a fresh directory and serves them on 127.0.0.1, polling every 50 ms,
+    /// with certificates of an hour.
     pub async fn start(dirs: &[&str]) -> ControlPlane {
+        Self::start_with_ttl(dirs, Duration::from_secs(3600)).await
+    }
+
+    /// The same, with certificates of `ttl` (sidecars renew at half of it).
+    pub async fn start_with_ttl(dirs: &[&str], ttl: Duration) -> ControlPlane {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let top = std::env::temp_dir().join(format!("podmesh-control-test-{}-{n}", std::process::id()));
@@ -86,17 +95,43 @@ impl ControlPlane {
             }
         }
         let state = top.join("state");
-        let (source, first) =
-            podmesh_control::FileSource::open(vec![manifests.clone()], Duration::from_millis(50)).unwrap();
-        let authority = podmesh_control::Authority::open(&state, "cluster.local", Duration::from_secs(3600)).unwrap();
-        let control = podmesh_control::Control::new(first, authority).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let grpc = listener.local_addr().unwrap();
+        let (control, task) = Self::serve(&manifests, &state, ttl, listener);
+        ControlPlane { control, manifests, state, grpc, ttl, task: Some(task) }
+    }
+
+    fn serve(
+        manifests: &std::path::Path,
+        state: &std::path::Path,
+        ttl: Duration,
+        listener: TcpListener,
+    ) -> (podmesh_control::Control, JoinHandle<()>) {
+        let (source, first) =
+            podmesh_control::FileSource::open(vec![manifests.to_path_buf()], Duration::from_millis(50)).unwrap();
+        let authority = podmesh_control::Authority::open(state, "cluster.local", ttl).unwrap();
+        let control = podmesh_control::Control::new(first, authority).unwrap();
         let serving = control.clone();
         let task = tokio::spawn(async move {
             serving.serve(listener, None, source, std::future::pending()).await.unwrap();
         });
-        ControlPlane { control, manifests, state, grpc, task }
+        (control, task)
+    }
+
+    /// Stops serving: open streams end, new connections are refused.
+    pub async fn stop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+
+    /// Starts again on the same address from the same state directory and manifests (a restarted control plane).
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let listener = TcpListener::bind(self.grpc).await.unwrap();
+        let (control, task) = Self::serve(&self.manifests, &self.state, self.ttl, listener);
+        (self.control, self.task) = (control, Some(task));
     }
 
     /// What a sidecar of `pod` is started with: the address, the pod's token and the mesh root.
@@ -110,7 +145,7 @@ impl ControlPlane {
             token,
             roots_pem: self.control.shared.authority.trust_anchors().join(""),
             control_identity: podmesh_control::control_identity("cluster.local"),
-            cert_ttl: None,
+            cert_ttl: Some(self.ttl),
         }
     }
 
