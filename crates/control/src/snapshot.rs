@@ -163,3 +163,44 @@ fn encode_kind<K: Ord, V: PartialEq + Serialize>(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    fn quickstart() -> podmesh_model::Cluster {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/quickstart");
+        podmesh_model::load(&[podmesh_model::Source::Path(root)]).unwrap().cluster
+    }
+
+    #[test]
+    fn a_new_generation_re_encodes_and_names_only_what_changed() {
+        let cluster = quickstart();
+        let first = Snapshot::build(None, Arc::new(Index::new(cluster.clone())), &[], "start".into()).unwrap();
+        // Nothing changed: nothing is named, and every resource is the same allocation.
+        let same = Snapshot::build(Some(&first), Arc::new(Index::new(cluster.clone())), &[], "again".into()).unwrap();
+        assert!(same.changed.values().all(Diff::is_empty), "{:?}", same.changed);
+        assert_eq!(same.generation, 2);
+        // One web pod turns not ready: its Services' clusters change, and its direct-pod entry; nothing else.
+        let mut changed = cluster;
+        let web = changed.pods.keys().find(|k| k.name.starts_with("web-")).unwrap().clone();
+        assert!(changed.set_pod_ready(&web, false));
+        let next = Snapshot::build(Some(&same), Arc::new(Index::new(changed)), &[], "web not ready".into()).unwrap();
+        let names = |k: Kind| next.changed[&k].put.clone();
+        assert_eq!(
+            names(Kind::Cluster),
+            vec![
+                "outbound|7000||web.shop.svc.cluster.local".to_string(),
+                "outbound|80||web.shop.svc.cluster.local".into()
+            ]
+        );
+        for k in [Kind::Listener, Kind::RouteTable, Kind::TrustBundle] {
+            assert!(next.changed[&k].is_empty(), "{k}: {:?}", next.changed[&k]);
+        }
+        assert!(next.changed.values().all(|d| d.removed.is_empty()));
+        let unchanged = "outbound|80||legacy.shop.svc.cluster.local";
+        assert!(Arc::ptr_eq(&same.named(Kind::Cluster)[unchanged], &next.named(Kind::Cluster)[unchanged]));
+    }
+}

@@ -321,7 +321,7 @@ impl Intake for ControlSource {
 }
 
 /// Asks the CA for a certificate: a fresh key, a CSR, the token. Returns the chain, key, credentials and the pod.
-async fn request_certificate(opts: &ControlOptions) -> Result<(String, String, Credentials, String), String> {
+pub async fn request_certificate(opts: &ControlOptions) -> Result<(String, String, Credentials, String), String> {
     let (key_pem, csr) = podmesh_identity::new_unnamed_csr().map_err(|e| e.to_string())?;
     let tls = podmesh_identity::anonymous_client_config(&opts.roots_pem, &opts.control_identity, &[b"h2"])
         .map_err(|e| format!("the mesh roots given: {e}"))?;
@@ -347,12 +347,13 @@ async fn request_certificate(opts: &ControlOptions) -> Result<(String, String, C
     Ok((chain, key_pem, creds, resp.pod))
 }
 
-fn client_tls(c: &Credentials, control: &Identity) -> Result<Arc<rustls::ClientConfig>, String> {
+/// The TLS config of the xDS connection: this sidecar's certificate, the control plane's identity required.
+pub fn client_tls(c: &Credentials, control: &Identity) -> Result<Arc<rustls::ClientConfig>, String> {
     c.client_config(control, &[b"h2"]).map_err(|e| e.to_string())
 }
 
 /// A gRPC channel to `addr` over TLS with the config in `tls` at the time of each connection.
-async fn channel(addr: SocketAddr, tls: Arc<ArcSwap<rustls::ClientConfig>>) -> Result<Channel, String> {
+pub async fn channel(addr: SocketAddr, tls: Arc<ArcSwap<rustls::ClientConfig>>) -> Result<Channel, String> {
     Endpoint::from_static("http://podmesh-control")
         .connect_timeout(Duration::from_secs(5))
         .http2_keep_alive_interval(Duration::from_secs(30))

@@ -8,5 +8,6 @@
 //! More helpers (a test CA, in-process meshes) will join it, each in its own module.
 
 pub mod echo;
+pub mod synthetic;
 
 pub use echo::{Echo, Reply};
