@@ -190,7 +190,10 @@ impl Intake for Source {
     }
 }
 
-async fn open_source(a: &ProxyArgs) -> Result<(Source, podmesh_compute::ProxyConfig, podmesh_identity::Credentials)> {
+async fn open_source(
+    a: &ProxyArgs,
+    dialer: &Dialer,
+) -> Result<(Source, podmesh_compute::ProxyConfig, podmesh_identity::Credentials)> {
     let read = |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
     if let (Some(address), Some(token), Some(roots)) = (a.control, &a.token_file, &a.control_roots) {
         let opts = ControlOptions {
@@ -199,6 +202,7 @@ async fn open_source(a: &ProxyArgs) -> Result<(Source, podmesh_compute::ProxyCon
             roots_pem: read(roots)?,
             control_identity: podmesh_control::control_identity(&a.trust_domain),
             cert_ttl: (a.cert_ttl_seconds > 0).then(|| Duration::from_secs(a.cert_ttl_seconds)),
+            dialer: dialer.clone(),
         };
         let (source, config, creds) = ControlSource::join(opts, Duration::from_secs(a.join_timeout_seconds))
             .await
@@ -218,7 +222,9 @@ pub fn proxy(a: ProxyArgs) -> Result<ExitCode> {
 }
 
 async fn run_proxy(a: ProxyArgs) -> Result<ExitCode> {
-    let (source, config, creds) = open_source(&a).await?;
+    // Every connection the proxy opens carries the mark its capture rules exclude, the control plane's too.
+    let dialer = if a.mark == 0 { Dialer::default() } else { Dialer::default().with_mark(a.mark) };
+    let (source, config, creds) = open_source(&a, &dialer).await?;
     if creds.identity() != &config.workload.identity {
         bail!(
             "the certificate is for {} but the config is the sidecar of {} ({}): issue a certificate for that identity",
@@ -240,7 +246,6 @@ async fn run_proxy(a: ProxyArgs) -> Result<ExitCode> {
         println!("ok: {summary}");
         return Ok(ExitCode::SUCCESS);
     }
-    let dialer = if a.mark == 0 { Dialer::default() } else { Dialer::default().with_mark(a.mark) };
     let log = match a.access_log {
         LogTarget::Stdout => AccessLog::stdout(),
         LogTarget::Off => AccessLog::off(),

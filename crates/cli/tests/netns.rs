@@ -234,6 +234,22 @@ impl Lab {
         self.spawn(pod, "sidecar", proxy, "podmesh proxy: sidecar of");
     }
 
+    /// Like `sidecar`, but the proxy gets its certificate and config from the control plane at `control`
+    /// (`podmesh control` in the lab's root namespace) with only the pod's bootstrap token and the mesh root.
+    fn joined_sidecar(&mut self, pod: &str, control: &str, state: &Path) {
+        let key = self.index.cluster().pods.values().find(|p| &*p.key.name == pod).unwrap().key.clone();
+        let dir = self.dir.join(pod);
+        std::fs::create_dir_all(&dir).unwrap();
+        let token = run(Command::new(podmesh()).args(["token", &key.to_string(), "--state", state.to_str().unwrap()]));
+        std::fs::write(dir.join("token"), &token.stdout).unwrap();
+        let mut capture = self.exec(pod);
+        run(capture.args([podmesh(), "capture", "install"]));
+        let mut proxy = self.exec(pod);
+        proxy.args([podmesh(), "proxy", "--control", control, "--token-file", dir.join("token").to_str().unwrap()]);
+        proxy.args(["--control-roots", state.join("root.pem").to_str().unwrap()]);
+        self.spawn(pod, "sidecar", proxy, "podmesh proxy: sidecar of");
+    }
+
     /// Starts a long-running process with stdout and stderr in files, and waits until stderr shows `ready`.
     fn spawn(&mut self, pod: &str, what: &str, mut cmd: Command, ready: &str) {
         let out = self.dir.join(format!("{pod}.{what}.out"));
@@ -481,4 +497,65 @@ fn ipv6_pods_with_real_capture() {
     // Nothing was captured twice.
     let web_requests: usize = web.iter().map(|p| lab.log(p).iter().filter(|r| r["reason"] == "ok").count()).sum();
     assert_eq!(web_requests, 20, "inbound ok lines on the web pods");
+}
+
+/// Sidecars that start with only the control plane's address, their pod's bootstrap token and the mesh root
+/// (real `podmesh control` and `podmesh proxy` processes, real capture): they serve mTLS traffic, and a manifest
+/// edit (a new Service) reaches both sides live.
+#[test]
+fn sidecars_join_a_running_control_plane_with_real_capture() {
+    if !in_private_namespaces("sidecars_join_a_running_control_plane_with_real_capture") {
+        return;
+    }
+    let mut lab = Lab::new(&["examples/quickstart"]);
+    let manifests = lab.dir.join("manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    for e in std::fs::read_dir(root().join("examples/quickstart")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "yaml") {
+            std::fs::copy(&p, manifests.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    let state = lab.dir.join("state");
+    let listen = std::net::SocketAddr::new(lab.gateway(), 15012).to_string();
+    let mut control = Command::new(podmesh());
+    control.args(["control", "-f", manifests.to_str().unwrap(), "--state", state.to_str().unwrap()]);
+    control.args(["--listen", &listen, "--monitoring", "127.0.0.1:15014", "--poll-ms", "50"]);
+    lab.spawn("control-plane", "control", control, "podmesh control: ");
+    let web = lab.pods_of("web");
+    for pod in ["client".to_string()].iter().chain(&web) {
+        lab.pod(pod, &[8080]);
+        lab.joined_sidecar(pod, &listen, &state);
+    }
+
+    // R9 row 1 through sidecars that joined: balanced per request, mTLS with the identities the CA gave.
+    let url = format!("http://{}/", lab.service_ip("web"));
+    let mut args = vec!["-H", "Host: web.shop"];
+    args.extend(std::iter::repeat_n(url.as_str(), 20));
+    let (code, bodies) = lab.curl("client", &args);
+    assert_eq!(code, 0, "{bodies}");
+    assert_eq!(pods_in(&bodies).len(), 2, "{bodies}");
+    let log = lab.log("client");
+    assert!(log.iter().all(|r| r["peer_identity"] == "spiffe://cluster.local/ns/shop/sa/web"), "{log:?}");
+
+    // A new Service over the web pods appears in the manifests: the client gets its listener and the web pods
+    // accept its name, live.
+    let web2 = "apiVersion: v1\nkind: Service\nmetadata:\n  name: web2\n  namespace: shop\nspec:\n  selector:\n    app: web\n  ports:\n    - name: http\n      port: 80\n      targetPort: 8080\n";
+    std::fs::write(manifests.join("web2.yaml"), web2).unwrap();
+    let edited = Index::new(podmesh_model::load(&[Source::Path(manifests.clone())]).unwrap().cluster);
+    let web2_ip = edited.cluster().services.values().find(|s| &*s.key.name == "web2").unwrap().cluster_ips[0];
+    let url2 = format!("http://{web2_ip}/");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (code, body) = lab.curl("client", &["-H", "Host: web2.shop", &url2]);
+        if code == 0 && pods_in(&body).keys().all(|p| web.contains(p)) && !body.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the new Service never worked: exit {code}: {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Every sidecar is in sync with the control plane, as `podmesh proxy-status` reports it.
+    let out = run(Command::new(podmesh()).args(["proxy-status", "--monitoring", "127.0.0.1:15014"]));
+    let status = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(status.matches("SYNCED").count(), 3, "{status}");
 }

@@ -97,6 +97,7 @@ async fn run(scale: f64, command: String) {
             roots_pem: roots.clone(),
             control_identity: control_id.clone(),
             cert_ttl: None,
+            dialer: podmesh_proxy::Dialer::default(),
         };
         let (_, _, c, _) = podmesh_proxy::control::request_certificate(&opts).await.unwrap();
         creds.push(c);
@@ -116,7 +117,7 @@ async fn run(scale: f64, command: String) {
         seen.push(Arc::clone(&record));
         let pod = pod.to_string();
         tokio::spawn(async move {
-            let channel = podmesh_proxy::control::channel(addr, tls).await.unwrap();
+            let channel = podmesh_proxy::control::channel(addr, tls, &podmesh_proxy::Dialer::default()).await.unwrap();
             let mut client = AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(256 << 20);
             let (tx, rx) = mpsc::channel(64);
             for (i, kind) in Kind::ALL.into_iter().enumerate() {

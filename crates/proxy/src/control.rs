@@ -22,7 +22,6 @@ use podmesh_api::{Change, Kind, Parts};
 use podmesh_compute::{Identity, ProxyConfig};
 use podmesh_identity::Credentials;
 use rustls::pki_types::ServerName;
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
@@ -43,6 +42,9 @@ pub struct ControlOptions {
     pub control_identity: Identity,
     /// The certificate lifetime to ask for; `None`: the CA's default.
     pub cert_ttl: Option<Duration>,
+    /// How the control plane is dialled: the proxy's own dialer, whose socket mark keeps the connection out of
+    /// the pod's capture rules (like every connection the proxy opens).
+    pub dialer: crate::net::Dialer,
 }
 
 /// Largest message accepted from the control plane (a push is split into responses well below this).
@@ -150,7 +152,7 @@ impl ControlSource {
 
     /// Opens the xDS stream and subscribes to every kind, telling what is held.
     async fn connect(&mut self) -> Result<(), String> {
-        let channel = channel(self.opts.address, Arc::clone(&self.client_tls)).await?;
+        let channel = channel(self.opts.address, Arc::clone(&self.client_tls), &self.opts.dialer).await?;
         let mut client = AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE);
         let (tx, rx) = mpsc::channel(16);
         for (i, kind) in Kind::ALL.into_iter().enumerate() {
@@ -325,7 +327,7 @@ pub async fn request_certificate(opts: &ControlOptions) -> Result<(String, Strin
     let (key_pem, csr) = podmesh_identity::new_unnamed_csr().map_err(|e| e.to_string())?;
     let tls = podmesh_identity::anonymous_client_config(&opts.roots_pem, &opts.control_identity, &[b"h2"])
         .map_err(|e| format!("the mesh roots given: {e}"))?;
-    let channel = channel(opts.address, Arc::new(ArcSwap::new(tls))).await?;
+    let channel = channel(opts.address, Arc::new(ArcSwap::new(tls)), &opts.dialer).await?;
     let mut client = CertificateServiceClient::new(channel);
     let mut req = tonic::Request::new(CertificateRequest {
         csr,
@@ -353,16 +355,20 @@ pub fn client_tls(c: &Credentials, control: &Identity) -> Result<Arc<rustls::Cli
 }
 
 /// A gRPC channel to `addr` over TLS with the config in `tls` at the time of each connection.
-pub async fn channel(addr: SocketAddr, tls: Arc<ArcSwap<rustls::ClientConfig>>) -> Result<Channel, String> {
+pub async fn channel(
+    addr: SocketAddr,
+    tls: Arc<ArcSwap<rustls::ClientConfig>>,
+    dialer: &crate::net::Dialer,
+) -> Result<Channel, String> {
+    let dialer = dialer.clone();
     Endpoint::from_static("http://podmesh-control")
         .connect_timeout(Duration::from_secs(5))
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(10))
         .connect_with_connector(tower::service_fn(move |_| {
-            let tls = tls.load_full();
+            let (tls, dialer) = (tls.load_full(), dialer.clone());
             async move {
-                let tcp = TcpStream::connect(addr).await?;
-                let _ = tcp.set_nodelay(true);
+                let tcp = dialer.connect(addr).await?;
                 let name = ServerName::try_from("podmesh-control").map_err(std::io::Error::other)?;
                 let io = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await?;
                 Ok::<_, std::io::Error>(TokioIo::new(io))

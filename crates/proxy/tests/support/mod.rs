@@ -146,6 +146,7 @@ impl ControlPlane {
             roots_pem: self.control.shared.authority.trust_anchors().join(""),
             control_identity: podmesh_control::control_identity("cluster.local"),
             cert_ttl: Some(self.ttl),
+            dialer: Dialer::default(),
         }
     }
 
