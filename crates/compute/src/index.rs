@@ -790,6 +790,45 @@ impl Index {
         target_port(pod, &spec.target_port)
     }
 
+    // ------------------------------------------------------------ readiness
+
+    /// The clusters whose endpoints change when `pod`'s readiness becomes `ready` (a readiness probe), each as it
+    /// would be recomputed: its endpoints that list the pod by selector take the new readiness (those of
+    /// EndpointSlices keep the slice's condition; publishNotReadyAddresses keeps them ready). Nothing else in any
+    /// config depends on a pod's readiness, so a control plane can publish this at once, long before a full
+    /// re-index. `None`: no such pod.
+    ///
+    /// `clusters` are the clusters to patch: this index's, or ones already patched by earlier readiness changes.
+    pub fn pod_readiness_patch<'a>(
+        &self,
+        clusters: impl IntoIterator<Item = (&'a ClusterName, &'a Upstream)>,
+        pod: &ObjectKey,
+        ready: bool,
+    ) -> Option<Vec<(ClusterName, Upstream)>> {
+        self.cluster.pods.get(pod)?;
+        let mut out = Vec::new();
+        for (name, up) in clusters {
+            if !up.endpoints.iter().any(|e| e.pod.as_ref() == Some(pod)) {
+                continue;
+            }
+            let fqdn = name.0.rsplit('|').next().unwrap_or_default();
+            let Some(svc) = self.service_by_fqdn.get(fqdn).and_then(|k| self.cluster.services.get(k)) else {
+                continue;
+            };
+            if self.slices_of_service.get(&svc.key).is_some_and(|s| !s.is_empty()) || svc.publish_not_ready_addresses {
+                continue;
+            }
+            let mut patched = up.clone();
+            for e in patched.endpoints.iter_mut().filter(|e| e.pod.as_ref() == Some(pod)) {
+                e.ready = ready;
+            }
+            if patched != *up {
+                out.push((name.clone(), patched));
+            }
+        }
+        Some(out)
+    }
+
     // ------------------------------------------------------------ change impact
 
     /// What a change to `object` (created, edited or deleted) can change in the sidecar configs, judged from this

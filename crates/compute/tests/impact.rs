@@ -210,3 +210,55 @@ fn impact_is_narrow_for_a_pod_change() {
     assert!(imp.listener_ips.is_empty() && imp.route_tables.is_empty());
     assert_eq!(imp.cluster_services, BTreeSet::from(["web.shop.svc.cluster.local".to_string()]));
 }
+
+/// A pod's readiness flipped: `pod_readiness_patch` gives exactly the clusters a full re-index changes, each
+/// exactly as re-indexed, and nothing else in the shared outbound tables changes. (What lets the control plane
+/// publish a readiness change before re-indexing.)
+#[test]
+fn a_readiness_patch_is_exactly_what_re_indexing_changes() {
+    let slices = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: sliced, namespace: shop}
+spec:
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: sliced-1, namespace: shop, labels: {kubernetes.io/service-name: sliced}}
+addressType: IPv4
+ports: [{name: http, port: 8080}]
+endpoints:
+  - addresses: [10.244.230.19]
+    conditions: {ready: true}
+    targetRef: {kind: Pod, name: db-1, namespace: shop}
+"#;
+    let mut cluster = base();
+    let extra = podmesh_model::load_str(&[("slices.yaml", slices)]).unwrap().cluster;
+    cluster.services.extend(extra.services);
+    cluster.endpoint_slices.extend(extra.endpoint_slices);
+    let before = Index::new(cluster.clone());
+    let mut patched_any = 0;
+    for pod in cluster.pods.keys() {
+        for ready in [false, true] {
+            let mut flipped = cluster.clone();
+            flipped.set_pod_ready(pod, ready);
+            let after = Index::new(flipped);
+            let patch: BTreeMap<_, _> =
+                before.pod_readiness_patch(&before.outbound().clusters, pod, ready).unwrap().into_iter().collect();
+            patched_any += patch.len();
+            let (o, n) = (before.outbound(), after.outbound());
+            let changed: BTreeMap<_, _> = n
+                .clusters
+                .iter()
+                .filter(|(k, v)| o.clusters.get(*k) != Some(*v))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            assert_eq!(patch, changed, "{pod} ready={ready}");
+            assert_eq!(o.clusters.len(), n.clusters.len());
+            assert!(o.listeners == n.listeners && o.routes == n.routes && o.pods == n.pods, "{pod} ready={ready}");
+        }
+    }
+    assert!(patched_any > 10, "the test flipped no endpoint");
+    assert!(before.pod_readiness_patch(&before.outbound().clusters, &k("shop/ghost"), false).is_none());
+}

@@ -163,41 +163,23 @@ async fn run(scale: f64, command: String) {
         initial_bytes as f64 / 1e6
     );
 
-    // One endpoint change: a pod of a Service turns not ready.
+    // One endpoint change, twice: a pod of a Service turns not ready as the runtime reports a readiness probe
+    // (published at once: `Control::set_pod_ready`), then another as a whole new version of the cluster from the
+    // source (re-indexed: `Control::apply`, what a manifest edit costs).
+    let mut victims = chosen.iter().filter(|p| snapshot.index.cluster().pods[*p].ready);
+    let (fast_victim, full_victim) = (victims.next().cloned().unwrap(), victims.next().cloned().unwrap());
+    let fast = measure_change(&control, &seen, chosen.len(), "readiness (patched)", || async {
+        Control::set_pod_ready(&control.shared, &fast_victim, false).await.unwrap()
+    })
+    .await;
     let mut changed = snapshot.index.cluster().clone();
-    let victim = chosen.iter().find(|p| changed.pods[*p].ready).cloned().unwrap();
-    changed.set_pod_ready(&victim, false);
-    let before_bytes: u64 = seen.iter().map(|s| s.lock().unwrap().bytes).sum();
-    let t = Instant::now();
-    let generation =
-        Control::apply(&control.shared, Version { cluster: changed, cause: format!("{victim} not ready") })
-            .await
-            .unwrap();
-    let applied = t.elapsed();
-    wait_synced(&control, chosen.len(), generation).await;
-    let all = t.elapsed();
-    let times: Vec<Duration> =
-        seen.iter().filter_map(|s| s.lock().unwrap().last_response.get(&generation).map(|x| *x - t)).collect();
-    let affected = times.len();
-    let change_bytes: u64 = seen.iter().map(|s| s.lock().unwrap().bytes).sum::<u64>() - before_bytes;
-    let st = stats(times);
-    let c = &control.shared.current().changed;
-    let kinds: Vec<String> = c
-        .iter()
-        .filter(|(_, d)| !d.is_empty())
-        .map(|(k, d)| format!("{k} {}+{}-", d.put.len(), d.removed.len()))
-        .collect();
-    println!(
-        "one endpoint change ({victim} not ready; changed: {}): index + encode {}; {affected} sidecars affected, ACKed p50 {} p99 {} max {} after the change (all synced after {}); {:.1} KB sent ({:.0} bytes per affected sidecar)",
-        kinds.join(", "),
-        fmt(applied),
-        fmt(st.0),
-        fmt(st.1),
-        fmt(st.2),
-        fmt(all),
-        change_bytes as f64 / 1e3,
-        change_bytes as f64 / affected.max(1) as f64
-    );
+    changed.set_pod_ready(&fast_victim, false);
+    changed.set_pod_ready(&full_victim, false);
+    let cause = format!("{full_victim} not ready");
+    let full = measure_change(&control, &seen, chosen.len(), "a new version (re-indexed)", || async {
+        Control::apply(&control.shared, Version { cluster: changed, cause }).await.unwrap()
+    })
+    .await;
     let (rss, hwm) = rss_kib();
     println!(
         "memory: RSS {} MiB after index + encode (before any sidecar); peak {} MiB for the whole process, now {} MiB",
@@ -206,16 +188,60 @@ async fn run(scale: f64, command: String) {
         rss / 1024
     );
     println!("targets (full scale: 10,000 Services, 100,000 pods, 1,000 sidecars; this run at scale {scale}):");
-    println!(
-        "  {}  after one endpoint change, p99 until each affected sidecar ACKed < 100 ms: {}",
-        if st.1 < TARGET_CHANGE_P99 { "PASS" } else { "MISS" },
-        fmt(st.1)
-    );
+    for (what, p99) in [("a readiness change", fast), ("a new version of the cluster", full)] {
+        println!(
+            "  {}  after one endpoint change ({what}), p99 until each affected sidecar ACKed < 100 ms: {}",
+            if p99 < TARGET_CHANGE_P99 { "PASS" } else { "MISS" },
+            fmt(p99)
+        );
+    }
     println!(
         "  {}  control-plane RSS < 1 GiB: peak {} MiB (process, including the simulated sidecars)",
         if hwm / 1024 < TARGET_RSS_MIB { "PASS" } else { "MISS" },
         hwm / 1024
     );
+}
+
+/// Makes one change with `change` (which returns its generation), waits until every sidecar is in sync, and
+/// prints what it cost. Returns the p99 of the time from the change until each affected sidecar's last ACK.
+async fn measure_change<F: Future<Output = u64>>(
+    control: &Control,
+    seen: &[Arc<std::sync::Mutex<Seen>>],
+    n: usize,
+    what: &str,
+    change: impl FnOnce() -> F,
+) -> Duration {
+    let before_bytes: u64 = seen.iter().map(|s| s.lock().unwrap().bytes).sum();
+    let t = Instant::now();
+    let generation = change().await;
+    let published = t.elapsed();
+    wait_synced(control, n, generation).await;
+    let all = t.elapsed();
+    let times: Vec<Duration> =
+        seen.iter().filter_map(|s| s.lock().unwrap().last_response.get(&generation).map(|x| *x - t)).collect();
+    let affected = times.len();
+    let bytes: u64 = seen.iter().map(|s| s.lock().unwrap().bytes).sum::<u64>() - before_bytes;
+    let st = stats(times);
+    let snapshot = control.shared.current();
+    let kinds: Vec<String> = snapshot
+        .changed
+        .iter()
+        .filter(|(_, d)| !d.is_empty())
+        .map(|(k, d)| format!("{k} {}+{}-", d.put.len(), d.removed.len()))
+        .collect();
+    println!(
+        "one endpoint change, {what} ({}; changed: {}): published after {}; {affected} sidecars affected, ACKed p50 {} p99 {} max {} after the change (all in sync after {}); {:.1} KB sent ({:.0} bytes per affected sidecar)",
+        snapshot.cause,
+        kinds.join(", "),
+        fmt(published),
+        fmt(st.0),
+        fmt(st.1),
+        fmt(st.2),
+        fmt(all),
+        bytes as f64 / 1e3,
+        bytes as f64 / affected.max(1) as f64
+    );
+    st.1
 }
 
 /// Waits until `n` sidecars are connected and SYNCED at `generation` (at most 10 minutes).

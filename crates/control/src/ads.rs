@@ -25,9 +25,13 @@ use crate::server::ConnInfo;
 use crate::snapshot::{Diff, Encoded, Named, Snapshot, diff};
 use crate::status::{Metrics, Nack, ProxyStatus, unix_now};
 
-/// At most this many resources per response, so no message nears gRPC's size limits at scale; a large push is
-/// several responses of one kind in a row.
+/// At most this many resources, or about this many bytes of them, per response: no message nears gRPC's size
+/// limits at scale, and what a stream holds in memory while its sidecar reads is bounded (a large push is
+/// several responses of one kind in a row).
 pub const MAX_RESOURCES_PER_RESPONSE: usize = 1000;
+pub const MAX_BYTES_PER_RESPONSE: usize = 256 << 10;
+/// Responses a stream queues ahead of its sidecar: with the byte bound above, under 1 MiB per sidecar.
+const QUEUED_RESPONSES: usize = 2;
 
 #[derive(Debug, Clone)]
 pub struct Ads {
@@ -83,7 +87,7 @@ impl xds::AggregatedDiscoveryService for Ads {
             }
             Some(_) => {}
         }
-        let (tx, rx) = mpsc::channel(64);
+        let (tx, rx) = mpsc::channel(QUEUED_RESPONSES);
         let id = STREAM_IDS.fetch_add(1, Ordering::Relaxed);
         self.shared.proxies.insert(
             id,
@@ -289,7 +293,7 @@ impl StreamState {
         self.send_diff(Kind::Workload, snapshot, &named, d, subscription).await
     }
 
-    /// Sends `d` (in responses of at most MAX_RESOURCES_PER_RESPONSE). A subscription is always answered, even
+    /// Sends `d` (in responses bounded by MAX_RESOURCES_PER_RESPONSE and MAX_BYTES_PER_RESPONSE). A subscription is always answered, even
     /// with nothing; a new generation only when it changed something.
     async fn send_diff(
         &mut self,
@@ -305,9 +309,11 @@ impl StreamState {
         let mut put = d.put.into_iter().peekable();
         let mut removed = Some(d.removed);
         loop {
-            let mut resources = Vec::new();
-            for name in put.by_ref().take(MAX_RESOURCES_PER_RESPONSE) {
+            let (mut resources, mut bytes) = (Vec::new(), 0usize);
+            while resources.len() < MAX_RESOURCES_PER_RESPONSE && bytes < MAX_BYTES_PER_RESPONSE {
+                let Some(name) = put.next() else { break };
                 if let Some(e) = named.get(&name) {
+                    bytes += e.body.value.len();
                     resources.push(xds::Resource {
                         name,
                         version: e.version.clone(),
@@ -316,7 +322,6 @@ impl StreamState {
                     });
                 }
             }
-            let bytes: usize = resources.iter().map(|r| r.resource.as_ref().map_or(0, |a| a.value.len())).sum();
             let nonce = self.next_nonce();
             self.pending.insert(nonce.clone(), (kind, Arc::clone(snapshot), !subscription));
             let label = Metrics::kind(kind);

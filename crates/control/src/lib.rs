@@ -37,6 +37,8 @@ pub struct Shared {
     pub registry: Registry,
     pub authority: Authority,
     pub trust_domain: String,
+    /// Held while a version is made and published, so versions follow one another.
+    pub publishing: tokio::sync::Mutex<()>,
 }
 
 impl Shared {
@@ -63,7 +65,15 @@ impl Control {
         let metrics = Metrics::new(&mut registry);
         metrics.generation.set(1);
         let (snapshots, _) = watch::channel(Arc::new(snapshot));
-        let shared = Shared { snapshots, proxies: Proxies::default(), metrics, registry, authority, trust_domain };
+        let shared = Shared {
+            snapshots,
+            proxies: Proxies::default(),
+            metrics,
+            registry,
+            authority,
+            trust_domain,
+            publishing: tokio::sync::Mutex::new(()),
+        };
         Ok(Control { shared: Arc::new(shared) })
     }
 
@@ -104,6 +114,7 @@ impl Control {
         let index = tokio::task::spawn_blocking(move || (Arc::new(Index::new(version.cluster)), version.cause))
             .await
             .map_err(|e| format!("indexing failed: {e}"))?;
+        let _publishing = shared.publishing.lock().await;
         let prev = shared.current();
         let next = Snapshot::build(Some(&prev), index.0, shared.authority.trust_anchors(), index.1)
             .map_err(|e| e.to_string())?;
@@ -119,6 +130,34 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+impl Control {
+    /// A pod's readiness changed (its readiness probe, as the runtime reports it): the clusters that list it are
+    /// recomputed from the served tables and published at once, without re-indexing (`Index::pod_readiness_patch`
+    /// is exactly what a re-index would change). The source's next version, which carries readiness too,
+    /// replaces the patch. Returns the generation that carries it.
+    pub async fn set_pod_ready(
+        shared: &Arc<Shared>,
+        pod: &podmesh_model::ObjectKey,
+        ready: bool,
+    ) -> Result<u64, String> {
+        let _publishing = shared.publishing.lock().await;
+        let prev = shared.current();
+        let patch = prev
+            .index
+            .pod_readiness_patch(prev.clusters(), pod, ready)
+            .ok_or_else(|| format!("no pod {pod} in the mesh's manifests"))?;
+        if patch.is_empty() {
+            return Ok(prev.generation);
+        }
+        let state = if ready { "ready" } else { "not ready" };
+        let next = Snapshot::patched(&prev, patch, format!("{pod} {state}")).map_err(|e| e.to_string())?;
+        let generation = next.generation;
+        shared.metrics.generation.set(i64::try_from(generation).unwrap_or(i64::MAX));
+        shared.snapshots.send_replace(Arc::new(next));
+        Ok(generation)
     }
 }
 

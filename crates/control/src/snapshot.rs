@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use podmesh_api::xds::Any;
 use podmesh_api::{DecodeError, Kind, WorkloadPart, encode, encode_trust_bundle};
-use podmesh_compute::{ComputeError, Index, Outbound};
+use podmesh_compute::{ClusterName, ComputeError, Index, Outbound, Upstream};
 use podmesh_model::ObjectKey;
 use serde::Serialize;
 
@@ -61,9 +61,14 @@ pub fn diff(old: &Named, new: &Named) -> Diff {
 pub struct Snapshot {
     /// Increases by one per version served.
     pub generation: u64,
+    /// The index of the version the source gave. Readiness changes published since ([`Snapshot::patched`]) are
+    /// not in it: they live only in `patched`, and nothing else of a config depends on a pod's readiness.
     pub index: Arc<Index>,
-    /// Every shared resource (all kinds but Workload), by kind and name.
-    pub shared: BTreeMap<Kind, Named>,
+    /// Clusters recomputed for readiness changes since the index was made, served instead of the index's.
+    pub patched: Arc<BTreeMap<ClusterName, Upstream>>,
+    /// Every shared resource (all kinds but Workload), by kind and name; unchanged kinds are shared between
+    /// versions.
+    pub shared: BTreeMap<Kind, Arc<Named>>,
     /// What this version changed from the one before it (`generation - 1`), per kind.
     pub changed: BTreeMap<Kind, Diff>,
     /// What made this version: the files or objects that changed. Named in NACK reports.
@@ -82,24 +87,46 @@ impl Snapshot {
     ) -> Result<Snapshot, DecodeError> {
         let empty = Outbound::default();
         let old_out: &Outbound = prev.map_or(&empty, |p| p.index.outbound());
+        let old_patched = prev.map(|p| &*p.patched);
         let out = index.outbound();
-        let old = |k: Kind| prev.and_then(|p| p.shared.get(&k));
+        let old = |k: Kind| prev.and_then(|p| p.shared.get(&k)).map(|n| &**n);
         let mut shared = BTreeMap::new();
+        // A cluster is compared with what was served: the previous version's patch if it had one for it.
+        let old_clusters =
+            |name: &ClusterName| old_patched.and_then(|p| p.get(name)).or_else(|| old_out.clusters.get(name));
         shared.insert(
             Kind::Cluster,
-            encode_kind(Kind::Cluster, &out.clusters, &old_out.clusters, old(Kind::Cluster), |n| n.0.clone())?,
+            encode_kind(Kind::Cluster, &out.clusters, old_clusters, old(Kind::Cluster), |n| n.0.clone())?,
         );
         shared.insert(
             Kind::DirectPod,
-            encode_kind(Kind::DirectPod, &out.pods, &old_out.pods, old(Kind::DirectPod), |ip| ip.to_string())?,
+            encode_kind(
+                Kind::DirectPod,
+                &out.pods,
+                |k| old_out.pods.get(k),
+                old(Kind::DirectPod),
+                |ip| ip.to_string(),
+            )?,
         );
         shared.insert(
             Kind::RouteTable,
-            encode_kind(Kind::RouteTable, &out.routes, &old_out.routes, old(Kind::RouteTable), |p| p.0.to_string())?,
+            encode_kind(
+                Kind::RouteTable,
+                &out.routes,
+                |k| old_out.routes.get(k),
+                old(Kind::RouteTable),
+                |p| p.0.to_string(),
+            )?,
         );
         shared.insert(
             Kind::Listener,
-            encode_kind(Kind::Listener, &out.listeners, &old_out.listeners, old(Kind::Listener), |a| a.to_string())?,
+            encode_kind(
+                Kind::Listener,
+                &out.listeners,
+                |k| old_out.listeners.get(k),
+                old(Kind::Listener),
+                |a| a.to_string(),
+            )?,
         );
         let bundle = Encoded::new(encode_trust_bundle(trust_anchors.to_vec()));
         let bundle = match old(Kind::TrustBundle).and_then(|o| o.get(podmesh_api::TRUST_BUNDLE)) {
@@ -108,18 +135,60 @@ impl Snapshot {
         };
         shared.insert(Kind::TrustBundle, BTreeMap::from([(podmesh_api::TRUST_BUNDLE.to_string(), bundle)]));
         let none = Named::new();
-        let changed = shared
-            .iter()
-            .map(|(k, named)| (*k, diff(prev.and_then(|p| p.shared.get(k)).unwrap_or(&none), named)))
+        let changed: BTreeMap<Kind, Diff> =
+            shared.iter().map(|(k, named)| (*k, diff(old(*k).unwrap_or(&none), named))).collect();
+        // A kind that did not change keeps the previous version's map.
+        let shared = shared
+            .into_iter()
+            .map(|(k, named)| match prev.and_then(|p| p.shared.get(&k)) {
+                Some(o) if changed.get(&k).is_some_and(Diff::is_empty) => (k, Arc::clone(o)),
+                _ => (k, Arc::new(named)),
+            })
             .collect();
         Ok(Snapshot {
             generation: prev.map_or(1, |p| p.generation + 1),
             index,
+            patched: Arc::default(),
             shared,
             changed,
             cause,
             created: Instant::now(),
         })
+    }
+
+    /// The next version after `prev` with `patch` (clusters as recomputed for a pod's readiness change, from
+    /// [`Index::pod_readiness_patch`]) applied: only those clusters are re-encoded and sent; the index stays.
+    pub fn patched(
+        prev: &Snapshot,
+        patch: Vec<(ClusterName, Upstream)>,
+        cause: String,
+    ) -> Result<Snapshot, DecodeError> {
+        let mut patched = (*prev.patched).clone();
+        let mut clusters = prev.named(Kind::Cluster).clone();
+        let mut put = Vec::new();
+        for (name, up) in patch {
+            clusters.insert(name.0.clone(), Encoded::new(encode(Kind::Cluster, &name.0, &up)?));
+            put.push(name.0.clone());
+            patched.insert(name, up);
+        }
+        let mut shared = prev.shared.clone();
+        shared.insert(Kind::Cluster, Arc::new(clusters));
+        let mut changed: BTreeMap<Kind, Diff> = shared.keys().map(|k| (*k, Diff::default())).collect();
+        changed.insert(Kind::Cluster, Diff { put, removed: vec![] });
+        Ok(Snapshot {
+            generation: prev.generation + 1,
+            index: Arc::clone(&prev.index),
+            patched: Arc::new(patched),
+            shared,
+            changed,
+            cause,
+            created: Instant::now(),
+        })
+    }
+
+    /// Every cluster as served: the index's, or its readiness patch.
+    pub fn clusters(&self) -> impl Iterator<Item = (&ClusterName, &Upstream)> {
+        self.index.outbound().clusters.iter().map(|(n, u)| (n, self.patched.get(n).unwrap_or(u)))
     }
 
     /// One sidecar's own resource: its Workload, or `None` when the pod is gone or has no sidecar.
@@ -139,22 +208,22 @@ impl Snapshot {
     }
 
     pub fn named(&self, kind: Kind) -> &Named {
-        self.shared.get(&kind).unwrap_or(Self::empty_named())
+        self.shared.get(&kind).map_or(Self::empty_named(), |n| &**n)
     }
 }
 
 /// The resources of one kind: entries equal to the previous version's reuse its encoding.
-fn encode_kind<K: Ord, V: PartialEq + Serialize>(
+fn encode_kind<'a, K: Ord, V: PartialEq + Serialize + 'a>(
     kind: Kind,
     new: &BTreeMap<K, V>,
-    old: &BTreeMap<K, V>,
+    old: impl Fn(&K) -> Option<&'a V>,
     old_encoded: Option<&Named>,
     name: impl Fn(&K) -> String,
 ) -> Result<Named, DecodeError> {
     let mut out = Named::new();
     for (k, v) in new {
         let n = name(k);
-        let reuse = old.get(k).filter(|o| *o == v).and_then(|_| old_encoded?.get(&n));
+        let reuse = old(k).filter(|o| *o == v).and_then(|_| old_encoded?.get(&n));
         let e = match reuse {
             Some(e) => Arc::clone(e),
             None => Encoded::new(encode(kind, &n, v)?),
@@ -202,5 +271,27 @@ mod tests {
         assert!(next.changed.values().all(|d| d.removed.is_empty()));
         let unchanged = "outbound|80||legacy.shop.svc.cluster.local";
         assert!(Arc::ptr_eq(&same.named(Kind::Cluster)[unchanged], &next.named(Kind::Cluster)[unchanged]));
+    }
+
+    #[test]
+    fn a_readiness_patch_is_what_the_next_full_version_serves_so_it_sends_nothing_more() {
+        let cluster = quickstart();
+        let first = Snapshot::build(None, Arc::new(Index::new(cluster.clone())), &[], "start".into()).unwrap();
+        let web = cluster.pods.keys().find(|k| k.name.starts_with("web-")).unwrap().clone();
+        // Not ready, then ready again, then not ready: each a patch on what is served.
+        let mut s = first;
+        let mut flipped = cluster.clone();
+        for ready in [false, true, false] {
+            let patch = s.index.pod_readiness_patch(s.clusters(), &web, ready).unwrap();
+            assert_eq!(patch.len(), 2, "ready={ready}: both web clusters");
+            s = Snapshot::patched(&s, patch, format!("web ready={ready}")).unwrap();
+            assert_eq!(s.changed[&Kind::Cluster].put.len(), 2);
+            assert!(s.changed.iter().filter(|(k, _)| **k != Kind::Cluster).all(|(_, d)| d.is_empty()));
+            flipped.set_pod_ready(&web, ready);
+        }
+        // The source's next version has the pod not ready too: nothing differs from what was served.
+        let full = Snapshot::build(Some(&s), Arc::new(Index::new(flipped)), &[], "full".into()).unwrap();
+        assert!(full.changed.values().all(Diff::is_empty), "{:?}", full.changed);
+        assert!(full.patched.is_empty());
     }
 }
