@@ -117,7 +117,18 @@ async fn run(scale: f64, command: String) {
         seen.push(Arc::clone(&record));
         let pod = pod.to_string();
         tokio::spawn(async move {
-            let channel = podmesh_proxy::control::channel(addr, tls, &podmesh_proxy::Dialer::default()).await.unwrap();
+            // A real sidecar retries with backoff; a thousand handshakes at once on two CPUs can time out.
+            let mut attempt = 0;
+            let channel = loop {
+                match podmesh_proxy::control::channel(addr, Arc::clone(&tls), &podmesh_proxy::Dialer::default()).await {
+                    Ok(c) => break c,
+                    Err(e) if attempt >= 20 => panic!("{pod}: {e}"),
+                    Err(_) => {
+                        attempt += 1;
+                        tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+                    }
+                }
+            };
             let mut client = AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(256 << 20);
             let (tx, rx) = mpsc::channel(64);
             for (i, kind) in Kind::ALL.into_iter().enumerate() {
