@@ -128,14 +128,16 @@ impl ControlSource {
             if remaining.is_zero() {
                 return Err(format!("no config from the control plane at {} in time", source.opts.address));
             }
-            match tokio::time::timeout(remaining, source.next_config()).await {
-                Ok(Ok(config)) => {
+            match tokio::time::timeout(remaining, source.next_config(give_up)).await {
+                Ok(Ok(Some(config))) => {
                     let creds = source.credentials.clone();
                     return Ok((source, config, creds));
                 }
                 Ok(Err(e)) if Instant::now() + source.backoff > give_up => return Err(e),
                 Ok(Err(_)) => source.wait_backoff().await,
-                Err(_) => return Err(format!("no config from the control plane at {} in time", source.opts.address)),
+                Ok(Ok(None)) | Err(_) => {
+                    return Err(format!("no config from the control plane at {} in time", source.opts.address));
+                }
             }
         }
     }
@@ -175,15 +177,21 @@ impl ControlSource {
         Ok(())
     }
 
-    /// Reads responses until the config changes, answering each. Applies everything that has already arrived
-    /// before building the config, so a push of several kinds becomes one update.
-    async fn next_config(&mut self) -> Result<ProxyConfig, String> {
+    /// Reads responses until the config changes, answering each, or until `until` passes while waiting for one
+    /// (`Ok(None)`). Applies everything that has already arrived before building the config, so a push of
+    /// several kinds becomes one update. Only the wait for a response gives way to `until`: a response is always
+    /// applied and answered whole.
+    async fn next_config(&mut self, until: Instant) -> Result<Option<ProxyConfig>, String> {
         loop {
             if self.stream.is_none() {
                 self.connect().await?;
             }
             let Some(stream) = self.stream.as_mut() else { continue };
-            let first = match stream.rx.message().await {
+            let message = tokio::select! {
+                m = stream.rx.message() => m,
+                () = tokio::time::sleep_until(until.into()) => return Ok(None),
+            };
+            let first = match message {
                 Ok(Some(r)) => r,
                 Ok(None) => {
                     self.stream = None;
@@ -211,7 +219,7 @@ impl ControlSource {
                 && self.last_config.as_ref() != Some(&config)
             {
                 self.last_config = Some(config.clone());
-                return Ok(config);
+                return Ok(Some(config));
             }
         }
     }
@@ -299,24 +307,21 @@ impl Intake for ControlSource {
             return Some(r.map(|c| Update::Credentials(Box::new(c))));
         }
         loop {
-            let renew_in = self.renew_at.saturating_duration_since(Instant::now());
-            tokio::select! {
-                config = self.next_config() => match config {
-                    Ok(c) => return Some(Ok(Update::Config(Box::new(c)))),
-                    Err(e) => {
-                        eprintln!("podmesh proxy: {e}; serving the last good config, retrying");
-                        self.wait_backoff().await;
-                    }
-                },
-                () = tokio::time::sleep(renew_in) => match self.renew().await {
+            match self.next_config(self.renew_at).await {
+                Ok(Some(c)) => return Some(Ok(Update::Config(Box::new(c)))),
+                Ok(None) => match self.renew().await {
                     Ok(c) => return Some(Ok(Update::Credentials(Box::new(c)))),
                     Err(e) => {
                         // Retried soon; until it succeeds the old certificate serves, and once it has expired
-                        // peers refuse it: connections fail, and nothing is ever sent in plaintext instead.
+                        // this sidecar opens no mesh connection: nothing is ever sent in plaintext instead.
                         eprintln!("podmesh proxy: renewing the certificate: {e}");
                         self.renew_at = Instant::now() + jitter(Duration::from_secs(5));
                     }
                 },
+                Err(e) => {
+                    eprintln!("podmesh proxy: {e}; serving the last good config, retrying");
+                    self.wait_backoff().await;
+                }
             }
         }
     }
