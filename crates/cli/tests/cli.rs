@@ -222,3 +222,40 @@ fn run_stdin(args: &[&str], input: &str) -> Output {
     child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
     child.wait_with_output().unwrap()
 }
+
+#[test]
+fn control_check_token_and_proxy_status_report_user_errors_clearly() {
+    let dir = std::env::temp_dir().join(format!("podmesh-cli-control-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("bad")).unwrap();
+    let state = dir.join("state");
+    let state_arg = state.to_str().unwrap();
+    // --check on good manifests: the CA state is created, and what would be served is said.
+    let o = podmesh(&["control", "-f", "examples/quickstart", "--state", state_arg, "--check"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).starts_with("ok: 11 pod(s), 5 service(s); trust domain cluster.local"), "{}", stdout(&o));
+    assert!(state.join("root.pem").exists() && state.join("token-key").exists());
+    // A bad manifest: the file, document and field are named, and nothing is served.
+    let bad = dir.join("bad/svc.yaml");
+    std::fs::write(&bad, "apiVersion: v1\nkind: Service\nmetadata:\n  name: x\nspec:\n  ports:\n    - port: 99999\n")
+        .unwrap();
+    let o = podmesh(&["control", "-f", bad.to_str().unwrap(), "--state", state_arg, "--check"]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("svc.yaml") && err.contains("spec.ports[0].port"), "{err}");
+    // Tokens come from the state directory, one per pod; without one there is nothing to sign them with.
+    let o = podmesh(&["token", "shop/client", "--state", state_arg]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).starts_with("podmesh-v1/shop/client/"), "{}", stdout(&o));
+    let o = podmesh(&["token", "shop/client", "--state", dir.join("nowhere").to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("no control-plane state here"), "{}", stderr(&o));
+    let o = podmesh(&["token", "a/b/c", "--state", state_arg]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("is not NAMESPACE/NAME"), "{}", stderr(&o));
+    // No control plane listening: proxy-status says where it looked.
+    let o = podmesh(&["proxy-status", "--monitoring", "127.0.0.1:9"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("cannot reach the control plane's monitoring port at 127.0.0.1:9"), "{}", stderr(&o));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
