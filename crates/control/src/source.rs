@@ -29,6 +29,8 @@ pub struct FileSource {
     paths: Vec<PathBuf>,
     interval: Duration,
     seen: Stamps,
+    /// Each file's text as last loaded, to name the objects the next edit changes.
+    texts: BTreeMap<PathBuf, String>,
 }
 
 type Stamps = BTreeMap<PathBuf, (SystemTime, u64, u64)>;
@@ -37,9 +39,10 @@ impl FileSource {
     /// Reads the manifests once: the first version, and the source that watches for the next.
     pub fn open(paths: Vec<PathBuf>, interval: Duration) -> Result<(FileSource, Version), String> {
         let seen = stamps(&paths);
+        let texts = seen.keys().filter_map(|p| Some((p.clone(), std::fs::read_to_string(p).ok()?))).collect();
         let cluster = load(&paths)?;
         let cause = format!("start: {}", paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
-        Ok((FileSource { paths, interval, seen }, Version { cluster, cause }))
+        Ok((FileSource { paths, interval, seen, texts }, Version { cluster, cause }))
     }
 }
 
@@ -51,24 +54,23 @@ impl Source for FileSource {
             if now == self.seen {
                 continue;
             }
-            let mut changed: Vec<String> = now
-                .iter()
-                .filter(|(p, s)| self.seen.get(*p) != Some(*s))
-                .map(|(p, _)| format!("{} (edited)", p.display()))
-                .collect();
-            changed.extend(
-                self.seen.keys().filter(|p| !now.contains_key(*p)).map(|p| format!("{} (deleted)", p.display())),
-            );
-            for c in changed.iter_mut().filter(|c| c.ends_with("(edited)")) {
-                let path = c.trim_end_matches(" (edited)");
-                if !self.seen.contains_key(Path::new(path)) {
-                    *c = format!("{path} (added)");
+            let mut files: Vec<&PathBuf> = now.keys().filter(|p| self.seen.get(*p) != now.get(*p)).collect();
+            files.extend(self.seen.keys().filter(|p| !now.contains_key(*p)));
+            let mut changed = Vec::new();
+            let mut texts = std::mem::take(&mut self.texts);
+            for path in files {
+                let new = std::fs::read_to_string(path).ok();
+                let old = texts.remove(path);
+                changed.extend(what_changed(path, old.as_deref(), new.as_deref()));
+                if let Some(t) = new {
+                    texts.insert(path.clone(), t);
                 }
             }
+            self.texts = texts;
             self.seen = now;
             let paths = self.paths.clone();
             let loaded = tokio::task::spawn_blocking(move || load(&paths)).await;
-            let cause = changed.join(", ");
+            let cause = changed.join("; ");
             return Some(match loaded {
                 Ok(Ok(cluster)) => Ok(Version { cluster, cause }),
                 Ok(Err(e)) => Err(format!("after {cause}: {e}")),
@@ -76,6 +78,35 @@ impl Source for FileSource {
             });
         }
     }
+}
+
+/// The objects an edit of `path` added, edited or deleted ("Pod shop/client edited in clients.yaml"), or the
+/// file itself when no object changed (comments, formatting) or it does not parse.
+fn what_changed(path: &Path, old: Option<&str>, new: Option<&str>) -> Vec<String> {
+    let file = path.file_name().map_or_else(|| path.display().to_string(), |f| f.to_string_lossy().into_owned());
+    let json = path.extension().is_some_and(|x| x == "json");
+    let (before, after) = (
+        old.map(|t| podmesh_model::object_fingerprints(t, json)).unwrap_or_default(),
+        new.map(|t| podmesh_model::object_fingerprints(t, json)).unwrap_or_default(),
+    );
+    let mut out = Vec::new();
+    for (key, fp) in &after {
+        match before.get(key) {
+            None => out.push(format!("{key} added in {file}")),
+            Some(o) if o != fp => out.push(format!("{key} edited in {file}")),
+            Some(_) => {}
+        }
+    }
+    out.extend(before.keys().filter(|k| !after.contains_key(*k)).map(|k| format!("{k} deleted from {file}")));
+    if out.is_empty() {
+        let what = match (old, new) {
+            (None, _) => "added",
+            (_, None) => "deleted",
+            _ => "edited",
+        };
+        out.push(format!("{} ({what}; no object changed)", path.display()));
+    }
+    out
 }
 
 fn load(paths: &[PathBuf]) -> Result<Cluster, String> {

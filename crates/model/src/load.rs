@@ -281,6 +281,35 @@ fn yaml_error(e: &crate::yaml::YamlError, origin: &Origin) -> Diagnostic {
     d
 }
 
+/// The objects of a manifest file by identity ("Kind namespace/name"; no namespace for cluster-scoped kinds and
+/// "default" assumed for the rest as Kubernetes does), each with a fingerprint of its content: what a watcher
+/// compares between two versions of a file to name the objects an edit added, changed or deleted. Documents that
+/// do not parse, or name no kind and name, are left out (loading reports them).
+pub fn object_fingerprints(text: &str, json: bool) -> std::collections::BTreeMap<String, u64> {
+    use std::hash::{Hash, Hasher};
+    let values: Vec<serde_json::Value> = if json {
+        serde_json::from_str(text).into_iter().collect()
+    } else {
+        split_documents(text)
+            .iter()
+            .filter_map(|d| crate::yaml::parse(d.text, crate::yaml::Limits::default()).ok())
+            .collect()
+    };
+    let mut out = std::collections::BTreeMap::new();
+    for v in values {
+        let (Some(kind), Some(name)) = (v["kind"].as_str(), v["metadata"]["name"].as_str()) else { continue };
+        let key = match (kind, v["metadata"]["namespace"].as_str()) {
+            ("Namespace" | "MeshConfig", _) => format!("{kind} {name}"),
+            (_, Some(ns)) => format!("{kind} {ns}/{name}"),
+            (_, None) => format!("{kind} default/{name}"),
+        };
+        let mut h = std::hash::DefaultHasher::new();
+        v.to_string().hash(&mut h);
+        out.insert(key, h.finish());
+    }
+    out
+}
+
 /// One document of a YAML stream: its 1-based index, the line it starts on, and its text.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Split<'a> {

@@ -89,10 +89,12 @@ async fn sidecars_that_join_with_a_token_serve_mtls_and_follow_a_manifest_edit_l
     let took = until_served_by(&mut conn, |p| p == "legacy").await;
     eprintln!("a new VirtualService routed requests after {took:?}");
     assert!(cp.generation() > before);
+    assert_eq!(cp.control.shared.current().cause, "VirtualService shop/web-to-legacy added in web-to-legacy.yaml");
     // It goes away: back to the web pods.
     std::fs::remove_file(cp.manifests.join("web-to-legacy.yaml")).unwrap();
     let took = until_served_by(&mut conn, |p| web_pods.iter().any(|w| w == p)).await;
     eprintln!("its deletion applied after {took:?}");
+    assert_eq!(cp.control.shared.current().cause, "VirtualService shop/web-to-legacy deleted from web-to-legacy.yaml");
     until_synced(&cp, meshed).await;
     for _ in 0..10 {
         let g = get1(&mut conn, "web.shop", "/").await;
@@ -121,7 +123,8 @@ async fn a_config_the_sidecar_refuses_is_nacked_and_the_last_good_one_keeps_serv
     };
     assert_eq!(nack.kind, "workload");
     assert!(nack.reason.contains("spiffe://cluster.local/ns/shop/sa/robot"), "{nack:?}");
-    assert!(nack.cause.contains("clients.yaml (edited)"), "{nack:?}");
+    // It names the object the edit changed, and where.
+    assert_eq!(nack.cause, "Pod shop/client edited in clients.yaml", "{nack:?}");
     // The last good config still serves.
     let web = mesh.service("web", 80);
     let mut conn = h1(mesh.via_sidecar("client", web).await).await;
