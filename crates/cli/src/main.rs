@@ -1,7 +1,8 @@
 //! `podmesh`: the one binary. The routing core's commands — `explain` (what happens to a request, and why),
 //! `routes` (a sidecar's computed config) and `check` (manifest validation and contract pitfalls), all reading
-//! Kubernetes manifests with `-f` — and the data plane's: `proxy` (the sidecar), `capture` (its iptables rules),
-//! `ca` (certificates from a local mesh CA) and `echo` (the test workload).
+//! Kubernetes manifests with `-f` — the data plane's: `proxy` (the sidecar), `capture` (its iptables rules),
+//! `ca` (certificates from a local mesh CA) and `echo` (the test workload) — and the control plane's: `control`
+//! (config over xDS and the CA), `token` (a pod's bootstrap token) and `proxy-status`.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
