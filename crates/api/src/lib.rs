@@ -191,7 +191,7 @@ pub fn outbound_resources(o: &Outbound) -> Result<Vec<(Kind, String, xds::Any)>,
 }
 
 /// A sidecar's resources as received, and the config they make together. Every change is checked first
-/// ([`Parts::apply`]): a resource that does not decode leaves everything as it was.
+/// ([`Parts::decode`]): a resource that does not decode leaves everything as it was.
 #[derive(Debug, Default, Clone)]
 pub struct Parts {
     workload: Option<WorkloadPart>,
@@ -206,98 +206,110 @@ pub enum Change<'a> {
     Remove { name: &'a str },
 }
 
+/// One response's changes, decoded and checked but not yet applied: [`Parts::commit`] cannot fail, so a
+/// response is applied whole or, when [`Parts::decode`] refuses it, not at all, without copying what is held.
+#[derive(Debug)]
+pub struct Decoded {
+    ops: Vec<Op>,
+}
+
+#[derive(Debug)]
+enum Op {
+    Workload(Option<Box<WorkloadPart>>),
+    TrustBundle(Option<Vec<String>>),
+    Cluster(ClusterName, Option<Upstream>),
+    DirectPod(IpAddr, Option<podmesh_compute::DirectPod>),
+    RouteTable(ServicePort, Option<RouteTable>),
+    Listener(SocketAddr, Option<Listener>),
+}
+
+impl Decoded {
+    /// The Workload this response installs, if it installs one.
+    pub fn workload(&self) -> Option<&WorkloadPart> {
+        self.ops.iter().rev().find_map(|op| match op {
+            Op::Workload(w) => w.as_deref(),
+            _ => None,
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
 impl Parts {
     /// Applies the changes of one response of `kind`, all or none.
     pub fn apply<'a>(&mut self, kind: Kind, changes: impl IntoIterator<Item = Change<'a>>) -> Result<(), DecodeError> {
-        let mut next = self.clone_kind(kind);
-        for change in changes {
-            match change {
-                Change::Put { name, body } => next.put(kind, name, body)?,
-                Change::Remove { name } => next.remove(kind, name)?,
-            }
-        }
-        self.take_kind(kind, next);
+        let decoded = Self::decode(kind, changes)?;
+        self.commit(decoded);
         Ok(())
     }
 
-    /// A copy of the part of `self` that `kind` changes (the rest left empty).
-    fn clone_kind(&self, kind: Kind) -> Parts {
-        let mut p = Parts::default();
-        match kind {
-            Kind::Workload => p.workload = self.workload.clone(),
-            Kind::TrustBundle => p.trust_anchors = self.trust_anchors.clone(),
-            Kind::Cluster => p.outbound.clusters = self.outbound.clusters.clone(),
-            Kind::DirectPod => p.outbound.pods = self.outbound.pods.clone(),
-            Kind::RouteTable => p.outbound.routes = self.outbound.routes.clone(),
-            Kind::Listener => p.outbound.listeners = self.outbound.listeners.clone(),
+    /// Decodes the changes of one response of `kind`; the first that does not decode refuses the response.
+    pub fn decode<'a>(kind: Kind, changes: impl IntoIterator<Item = Change<'a>>) -> Result<Decoded, DecodeError> {
+        let mut ops = Vec::new();
+        for change in changes {
+            ops.push(match change {
+                Change::Put { name, body } => Self::decode_put(kind, name, body)?,
+                Change::Remove { name } => Self::decode_remove(kind, name)?,
+            });
         }
-        p
+        Ok(Decoded { ops })
     }
 
-    fn take_kind(&mut self, kind: Kind, from: Parts) {
-        match kind {
-            Kind::Workload => self.workload = from.workload,
-            Kind::TrustBundle => self.trust_anchors = from.trust_anchors,
-            Kind::Cluster => self.outbound.clusters = from.outbound.clusters,
-            Kind::DirectPod => self.outbound.pods = from.outbound.pods,
-            Kind::RouteTable => self.outbound.routes = from.outbound.routes,
-            Kind::Listener => self.outbound.listeners = from.outbound.listeners,
+    /// Applies decoded changes.
+    pub fn commit(&mut self, decoded: Decoded) {
+        let o = &mut self.outbound;
+        for op in decoded.ops {
+            match op {
+                Op::Workload(w) => self.workload = w.map(|w| *w),
+                Op::TrustBundle(t) => self.trust_anchors = t,
+                Op::Cluster(k, v) => put_or_remove(&mut o.clusters, k, v),
+                Op::DirectPod(k, v) => put_or_remove(&mut o.pods, k, v),
+                Op::RouteTable(k, v) => put_or_remove(&mut o.routes, k, v),
+                Op::Listener(k, v) => put_or_remove(&mut o.listeners, k, v),
+            }
         }
     }
 
-    fn put(&mut self, kind: Kind, name: &str, body: &xds::Any) -> Result<(), DecodeError> {
+    fn decode_put(kind: Kind, name: &str, body: &xds::Any) -> Result<Op, DecodeError> {
         let bad_name = || DecodeError(format!("{kind} {name:?}: not a valid resource name"));
-        match kind {
-            Kind::Workload => self.workload = Some(unpack_json(kind, name, body)?),
+        Ok(match kind {
+            Kind::Workload => Op::Workload(Some(Box::new(unpack_json(kind, name, body)?))),
             Kind::TrustBundle => {
                 if body.type_url != kind.type_url() {
                     return Err(DecodeError(format!("{kind} {name}: carries {}", body.type_url)));
                 }
                 let b = pb::TrustBundle::decode(&body.value[..])
                     .map_err(|e| DecodeError(format!("{kind} {name}: not a protobuf message of its type: {e}")))?;
-                self.trust_anchors = Some(b.roots_pem);
+                Op::TrustBundle(Some(b.roots_pem))
             }
-            Kind::Cluster => {
-                let c: Upstream = unpack_json(kind, name, body)?;
-                self.outbound.clusters.insert(ClusterName(name.to_string()), c);
-            }
+            Kind::Cluster => Op::Cluster(ClusterName(name.to_string()), Some(unpack_json(kind, name, body)?)),
             Kind::DirectPod => {
                 let ip: IpAddr = name.parse().map_err(|_| bad_name())?;
-                self.outbound.pods.insert(ip, unpack_json(kind, name, body)?);
+                Op::DirectPod(ip, Some(unpack_json(kind, name, body)?))
             }
             Kind::RouteTable => {
                 let port: u16 = name.parse().map_err(|_| bad_name())?;
-                let t: RouteTable = unpack_json(kind, name, body)?;
-                self.outbound.routes.insert(ServicePort(port), t);
+                Op::RouteTable(ServicePort(port), Some(unpack_json(kind, name, body)?))
             }
             Kind::Listener => {
                 let addr: SocketAddr = name.parse().map_err(|_| bad_name())?;
-                let l: Listener = unpack_json(kind, name, body)?;
-                self.outbound.listeners.insert(addr, l);
+                Op::Listener(addr, Some(unpack_json(kind, name, body)?))
             }
-        }
-        Ok(())
+        })
     }
 
-    fn remove(&mut self, kind: Kind, name: &str) -> Result<(), DecodeError> {
+    fn decode_remove(kind: Kind, name: &str) -> Result<Op, DecodeError> {
         let bad_name = || DecodeError(format!("{kind} {name:?}: not a valid resource name"));
-        match kind {
-            Kind::Workload => self.workload = None,
-            Kind::TrustBundle => self.trust_anchors = None,
-            Kind::Cluster => {
-                self.outbound.clusters.remove(&ClusterName(name.to_string()));
-            }
-            Kind::DirectPod => {
-                self.outbound.pods.remove(&name.parse::<IpAddr>().map_err(|_| bad_name())?);
-            }
-            Kind::RouteTable => {
-                self.outbound.routes.remove(&ServicePort(name.parse().map_err(|_| bad_name())?));
-            }
-            Kind::Listener => {
-                self.outbound.listeners.remove(&name.parse::<SocketAddr>().map_err(|_| bad_name())?);
-            }
-        }
-        Ok(())
+        Ok(match kind {
+            Kind::Workload => Op::Workload(None),
+            Kind::TrustBundle => Op::TrustBundle(None),
+            Kind::Cluster => Op::Cluster(ClusterName(name.to_string()), None),
+            Kind::DirectPod => Op::DirectPod(name.parse().map_err(|_| bad_name())?, None),
+            Kind::RouteTable => Op::RouteTable(ServicePort(name.parse().map_err(|_| bad_name())?), None),
+            Kind::Listener => Op::Listener(name.parse().map_err(|_| bad_name())?, None),
+        })
     }
 
     /// The config these resources make, once this sidecar's Workload has arrived.
@@ -314,6 +326,17 @@ impl Parts {
     /// The trust anchors, once sent.
     pub fn trust_anchors(&self) -> Option<&[String]> {
         self.trust_anchors.as_deref()
+    }
+}
+
+fn put_or_remove<K: Ord, V>(map: &mut BTreeMap<K, V>, key: K, value: Option<V>) {
+    match value {
+        Some(v) => {
+            map.insert(key, v);
+        }
+        None => {
+            map.remove(&key);
+        }
     }
 }
 

@@ -71,7 +71,8 @@ pub struct ControlSource {
     /// Resource versions held, per kind: told to the control plane on reconnect.
     versions: HashMap<Kind, HashMap<String, String>>,
     stream: Option<Stream>,
-    last_config: Option<ProxyConfig>,
+    /// Whether a response changed anything since the config was last built.
+    changed: bool,
     backoff: Duration,
 }
 
@@ -120,7 +121,7 @@ impl ControlSource {
             parts: Parts::default(),
             versions: HashMap::new(),
             stream: None,
-            last_config: None,
+            changed: false,
             backoff: BACKOFF_MIN,
         };
         loop {
@@ -215,10 +216,10 @@ impl ControlSource {
                     Err(_) => break,
                 }
             }
-            if let Some(config) = self.parts.config()
-                && self.last_config.as_ref() != Some(&config)
+            if self.changed
+                && let Some(config) = self.parts.config()
             {
-                self.last_config = Some(config.clone());
+                self.changed = false;
                 return Ok(Some(config));
             }
         }
@@ -246,26 +247,27 @@ impl ControlSource {
         Ok(())
     }
 
+    /// Decodes one response, checks it, and applies it in place (nothing held is copied: at scale a push is
+    /// hundreds of responses). A Workload naming another identity than the certificate's is refused.
     fn check_and_apply(&mut self, kind: Kind, r: &DeltaDiscoveryResponse) -> Result<(), String> {
-        let mut next = self.parts.clone();
         let puts = r
             .resources
             .iter()
             .filter_map(|res| res.resource.as_ref().map(|body| Change::Put { name: &res.name, body }));
         let removes = r.removed_resources.iter().map(|name| Change::Remove { name });
-        next.apply(kind, puts.chain(removes)).map_err(|e| e.to_string())?;
-        if kind == Kind::Workload
-            && let Some(c) = next.config()
-            && c.workload.identity != *self.credentials.identity()
+        let decoded = Parts::decode(kind, puts.chain(removes)).map_err(|e| e.to_string())?;
+        if let Some(w) = decoded.workload()
+            && w.workload.identity != *self.credentials.identity()
         {
             return Err(format!(
                 "the config is for {} ({}), but this sidecar is {}: a sidecar's identity never changes; restart it",
-                c.workload.pod,
-                c.workload.identity.as_str(),
+                w.workload.pod,
+                w.workload.identity.as_str(),
                 self.credentials.identity().as_str()
             ));
         }
-        self.parts = next;
+        self.changed |= !decoded.is_empty();
+        self.parts.commit(decoded);
         let held = self.versions.entry(kind).or_default();
         for res in &r.resources {
             held.insert(res.name.clone(), res.version.clone());
