@@ -3,8 +3,9 @@
 //!
 //! State directory: `root.pem` and `root-key.pem` (the signing root, the layout `podmesh ca create` writes),
 //! `token-key` (the secret bootstrap tokens are derived from) and, optionally, `trusted-roots.pem`: more roots
-//! every sidecar trusts alongside the signing one. That file is the root-rotation path: move the old root there,
-//! put the new one in `root.pem`, and both are trusted until the old one's certificates have expired.
+//! every sidecar trusts alongside the signing one. That file is the root-rotation path, in two restarts: first
+//! the new root goes there (every sidecar learns to trust it), then it moves to `root.pem` and the old root to
+//! `trusted-roots.pem` until the old one's certificates have expired.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -109,7 +109,12 @@ pub fn accept_tls(
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
         loop {
-            let (tcp, remote) = match listener.accept().await {
+            // Stopping closes the listener at once (a restarted control plane binds the same address).
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                () = stop.cancelled() => return,
+            };
+            let (tcp, remote) = match accepted {
                 Ok(c) => c,
                 Err(_) => {
                     tokio::time::sleep(Duration::from_millis(50)).await;

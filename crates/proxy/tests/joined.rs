@@ -313,3 +313,46 @@ async fn endpoints_added_and_removed_every_100_ms_fail_no_request() {
     assert!(failures.is_empty(), "{} of {sent} failed: {:?}", failures.len(), &failures[..failures.len().min(3)]);
     assert!(served.get("api-0").is_some_and(|n| *n > 10) && served.get("api-1").is_some_and(|n| *n > 10), "{served:?}");
 }
+
+/// Root rotation as the README describes it, with traffic throughout and four-second certificates (so
+/// sidecars renew within each phase): (1) the new root is added to `trusted-roots.pem` and the control plane
+/// restarted, so every sidecar trusts both; (2) the new root signs and the old one moves to
+/// `trusted-roots.pem`; sidecars reconnect to a control plane whose certificate only the new root vouches for,
+/// and renew from it. No request fails.
+#[tokio::test]
+async fn the_root_is_rotated_in_two_restarts_without_a_failed_request() {
+    let mut cp = ControlPlane::start_with_ttl(PERMISSIVE, Duration::from_secs(4)).await;
+    let mut mesh = Mesh::start_joined(PERMISSIVE, &cp).await;
+    let meshed = mesh.sidecars.len();
+    until_synced(&cp, meshed).await;
+    let to_web = mesh.via_sidecar("client", mesh.service("web", 80)).await;
+    let stop = flag();
+    let load = traffic(to_web, "web.shop", stop.clone(), Duration::from_secs(60));
+    let old_root = std::fs::read_to_string(cp.state.join("root.pem")).unwrap();
+    let old_key = std::fs::read_to_string(cp.state.join("root-key.pem")).unwrap();
+    let new = podmesh_identity::Ca::new("cluster.local").unwrap();
+
+    // 1. Trust the new root too.
+    std::fs::write(cp.state.join("trusted-roots.pem"), new.cert_pem()).unwrap();
+    cp.restart().await;
+    until_synced(&cp, meshed).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // 2. Sign with the new root; keep trusting the old one while its certificates live.
+    std::fs::write(cp.state.join("root.pem"), new.cert_pem()).unwrap();
+    std::fs::write(cp.state.join("root-key.pem"), new.key_pem()).unwrap();
+    std::fs::write(cp.state.join("trusted-roots.pem"), &old_root).unwrap();
+    cp.restart().await;
+    until_synced(&cp, meshed).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (sent, failures, _) = load.await.unwrap();
+    assert!(sent > 100, "only {sent} requests");
+    assert!(failures.is_empty(), "{} of {sent} failed: {:?}", failures.len(), &failures[..failures.len().min(3)]);
+    // The restarted control plane signs with the new root only, and every sidecar renewed from it.
+    let label = podmesh_control::status::ResultLabel { result: "signed".into() };
+    let renewed = cp.control.shared.metrics.csrs.get_or_create(&label).get();
+    assert!(renewed >= meshed as u64, "{renewed} certificates from the new root for {meshed} sidecars");
+    assert_eq!(cp.control.shared.authority.trust_anchors(), [new.cert_pem(), old_root]);
+    let _ = old_key;
+}
