@@ -73,6 +73,15 @@ async fn run(scale: f64, command: String) {
         fmt(first),
         bytes as f64 / 1e6
     );
+    let per_kind: Vec<String> = snapshot
+        .shared
+        .iter()
+        .map(|(k, m)| {
+            let b: usize = m.values().map(|e| e.body.value.len()).sum();
+            format!("{k} {} ({:.1} MB)", m.len(), b as f64 / 1e6)
+        })
+        .collect();
+    println!("  by kind: {}", per_kind.join(", "));
     let rss_control = rss_kib().0;
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
