@@ -143,11 +143,6 @@ impl ControlSource {
         }
     }
 
-    /// This sidecar's pod, as the token named it.
-    pub fn pod(&self) -> &str {
-        &self.pod
-    }
-
     async fn wait_backoff(&mut self) {
         tokio::time::sleep(jitter(self.backoff)).await;
         self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
