@@ -5,6 +5,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto = "proto/podmesh/v1/podmesh.proto";
     println!("cargo:rerun-if-changed={proto}");
     let descriptors = protox::compile([proto], ["proto"])?;
-    tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(descriptors)?;
+    // Maps as BTreeMaps: their entries are then encoded in key order, so equal values encode to equal bytes (a
+    // resource's version is a hash of its bytes).
+    tonic_prost_build::configure().btree_map(".").build_client(true).build_server(true).compile_fds(descriptors)?;
     Ok(())
 }

@@ -2,7 +2,9 @@
 //! resources the control plane streams to sidecars over Envoy's delta xDS transport. A sidecar's
 //! [`ProxyConfig`] travels as one [`Kind::Workload`] resource (its own) plus the shared outbound resources every
 //! sidecar holds (listeners, route tables, clusters, direct pods), so a change sends only the pieces it touched.
-//! [`Parts`] is the sidecar's side: resources in, a whole config out.
+//! Each body is a typed protobuf message, converted to and from the compute type it carries by [`typed`]
+//! ([`encode`] cannot fail; [`decode`] is strict and names the field it refuses). [`Parts`] is the sidecar's side:
+//! resources in, a whole config out.
 //!
 //! Sits between `compute` (whose types the resources carry) and both `control` and `proxy`.
 
@@ -14,7 +16,9 @@ use std::sync::Arc;
 use podmesh_compute::{ClusterName, Inbound, Listener, Outbound, ProxyConfig, RouteTable, Upstream, WorkloadInfo};
 use podmesh_model::{MeshConfig, ServicePort};
 use prost::Message;
-use serde::{Deserialize, Serialize};
+
+pub mod typed;
+pub use typed::{FieldError, Resource};
 
 /// The generated protobuf messages and the CA service's client and server.
 #[allow(missing_debug_implementations, clippy::all, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -97,7 +101,7 @@ impl fmt::Display for Kind {
 pub const TRUST_BUNDLE: &str = "roots";
 
 /// The body of a [`Kind::Workload`] resource: everything of a config that is this sidecar's own.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkloadPart {
     pub workload: WorkloadInfo,
     pub mesh: MeshConfig,
@@ -116,42 +120,23 @@ impl fmt::Display for DecodeError {
 
 impl std::error::Error for DecodeError {}
 
-/// Packs a JSON body into the protobuf message of `kind` (every kind but the trust bundle).
-fn pack_json(kind: Kind, json: Vec<u8>) -> xds::Any {
-    let value = match kind {
-        Kind::Workload => pb::Workload { json }.encode_to_vec(),
-        Kind::Listener => pb::Listener { json }.encode_to_vec(),
-        Kind::RouteTable => pb::RouteTable { json }.encode_to_vec(),
-        Kind::Cluster => pb::Cluster { json }.encode_to_vec(),
-        Kind::DirectPod => pb::DirectPod { json }.encode_to_vec(),
-        Kind::TrustBundle => Vec::new(),
-    };
-    xds::Any { type_url: kind.type_url().to_string(), value }
+/// Encodes one resource: its typed protobuf message, packed in an `Any` of its kind's type URL.
+pub fn encode<R: Resource>(body: &R) -> xds::Any {
+    xds::Any { type_url: R::KIND.type_url().to_string(), value: body.to_message().encode_to_vec() }
 }
 
-fn unpack_json<T: for<'de> Deserialize<'de>>(kind: Kind, name: &str, any: &xds::Any) -> Result<T, DecodeError> {
+/// Decodes one resource of `R`'s kind named `name`, strictly: the error names the resource and, when the message
+/// is well-formed protobuf but not a valid body, the field (`cluster outbound|80||web.shop.svc.cluster.local:
+/// endpoints[3].address: 5 bytes is not an IPv4 or IPv6 address (4 or 16 bytes)`).
+pub fn decode<R: Resource>(name: &str, any: &xds::Any) -> Result<R, DecodeError> {
+    let kind = R::KIND;
     let err = |what: String| DecodeError(format!("{kind} {name}: {what}"));
     if any.type_url != kind.type_url() {
         return Err(err(format!("carries {}, expected {}", any.type_url, kind.type_url())));
     }
-    let bytes: &[u8] = &any.value;
-    let json = match kind {
-        Kind::Workload => pb::Workload::decode(bytes).map(|m| m.json),
-        Kind::Listener => pb::Listener::decode(bytes).map(|m| m.json),
-        Kind::RouteTable => pb::RouteTable::decode(bytes).map(|m| m.json),
-        Kind::Cluster => pb::Cluster::decode(bytes).map(|m| m.json),
-        Kind::DirectPod => pb::DirectPod::decode(bytes).map(|m| m.json),
-        Kind::TrustBundle => return Err(err("not a JSON resource".into())),
-    }
-    .map_err(|e| err(format!("not a protobuf message of its type: {e}")))?;
-    serde_json::from_slice(&json).map_err(|e| err(format!("not a valid body: {e}")))
-}
-
-/// Encodes one resource. Serializing our own types to JSON cannot fail (string keys, no non-finite floats);
-/// should it ever, the error names the resource.
-pub fn encode<T: Serialize>(kind: Kind, name: &str, body: &T) -> Result<xds::Any, DecodeError> {
-    let json = serde_json::to_vec(body).map_err(|e| DecodeError(format!("{kind} {name}: cannot encode: {e}")))?;
-    Ok(pack_json(kind, json))
+    let message =
+        R::Message::decode(&any.value[..]).map_err(|e| err(format!("not a protobuf message of its type: {e}")))?;
+    R::from_message(message).map_err(|e| err(e.to_string()))
 }
 
 pub fn encode_trust_bundle(roots_pem: Vec<String>) -> xds::Any {
@@ -159,35 +144,30 @@ pub fn encode_trust_bundle(roots_pem: Vec<String>) -> xds::Any {
 }
 
 /// A whole config as named resources, per kind (what the control plane sends a sidecar for `config`).
-pub fn split(config: &ProxyConfig) -> Result<Vec<(Kind, String, xds::Any)>, DecodeError> {
-    let mut out = Vec::new();
+pub fn split(config: &ProxyConfig) -> Vec<(Kind, String, xds::Any)> {
     let part =
         WorkloadPart { workload: config.workload.clone(), mesh: config.mesh.clone(), inbound: config.inbound.clone() };
-    let me = config.workload.pod.to_string();
-    out.push((Kind::Workload, me.clone(), encode(Kind::Workload, &me, &part)?));
-    out.extend(outbound_resources(&config.outbound)?);
-    Ok(out)
+    let mut out = vec![(Kind::Workload, config.workload.pod.to_string(), encode(&part))];
+    out.extend(outbound_resources(&config.outbound));
+    out
 }
 
 /// The shared resources of an outbound table.
-pub fn outbound_resources(o: &Outbound) -> Result<Vec<(Kind, String, xds::Any)>, DecodeError> {
+pub fn outbound_resources(o: &Outbound) -> Vec<(Kind, String, xds::Any)> {
     let mut out = Vec::new();
     for (name, c) in &o.clusters {
-        out.push((Kind::Cluster, name.0.clone(), encode(Kind::Cluster, &name.0, c)?));
+        out.push((Kind::Cluster, name.0.clone(), encode(c)));
     }
     for (ip, p) in &o.pods {
-        let name = ip.to_string();
-        out.push((Kind::DirectPod, name.clone(), encode(Kind::DirectPod, &name, p)?));
+        out.push((Kind::DirectPod, ip.to_string(), encode(p)));
     }
     for (port, t) in &o.routes {
-        let name = port.0.to_string();
-        out.push((Kind::RouteTable, name.clone(), encode(Kind::RouteTable, &name, t)?));
+        out.push((Kind::RouteTable, port.0.to_string(), encode(t)));
     }
     for (addr, l) in &o.listeners {
-        let name = addr.to_string();
-        out.push((Kind::Listener, name.clone(), encode(Kind::Listener, &name, l)?));
+        out.push((Kind::Listener, addr.to_string(), encode(l)));
     }
-    Ok(out)
+    out
 }
 
 /// A sidecar's resources as received, and the config they make together. Every change is checked first
@@ -275,7 +255,7 @@ impl Parts {
     fn decode_put(kind: Kind, name: &str, body: &xds::Any) -> Result<Op, DecodeError> {
         let bad_name = || DecodeError(format!("{kind} {name:?}: not a valid resource name"));
         Ok(match kind {
-            Kind::Workload => Op::Workload(Some(Box::new(unpack_json(kind, name, body)?))),
+            Kind::Workload => Op::Workload(Some(Box::new(decode(name, body)?))),
             Kind::TrustBundle => {
                 if body.type_url != kind.type_url() {
                     return Err(DecodeError(format!("{kind} {name}: carries {}", body.type_url)));
@@ -284,18 +264,18 @@ impl Parts {
                     .map_err(|e| DecodeError(format!("{kind} {name}: not a protobuf message of its type: {e}")))?;
                 Op::TrustBundle(Some(b.roots_pem))
             }
-            Kind::Cluster => Op::Cluster(ClusterName(name.to_string()), Some(unpack_json(kind, name, body)?)),
+            Kind::Cluster => Op::Cluster(ClusterName(name.to_string()), Some(decode(name, body)?)),
             Kind::DirectPod => {
                 let ip: IpAddr = name.parse().map_err(|_| bad_name())?;
-                Op::DirectPod(ip, Some(unpack_json(kind, name, body)?))
+                Op::DirectPod(ip, Some(decode(name, body)?))
             }
             Kind::RouteTable => {
                 let port: u16 = name.parse().map_err(|_| bad_name())?;
-                Op::RouteTable(ServicePort(port), Some(unpack_json(kind, name, body)?))
+                Op::RouteTable(ServicePort(port), Some(decode(name, body)?))
             }
             Kind::Listener => {
                 let addr: SocketAddr = name.parse().map_err(|_| bad_name())?;
-                Op::Listener(addr, Some(unpack_json(kind, name, body)?))
+                Op::Listener(addr, Some(decode(name, body)?))
             }
         })
     }
@@ -350,64 +330,4 @@ pub fn by_kind(resources: Vec<(Kind, String, xds::Any)>) -> BTreeMap<Kind, BTree
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-    use super::*;
-
-    fn quickstart_config(pod: &str) -> ProxyConfig {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/quickstart");
-        let loaded = podmesh_model::load(&[podmesh_model::Source::Path(root)]).unwrap();
-        let index = podmesh_compute::Index::new(loaded.cluster);
-        let key = index.cluster().pods.keys().find(|k| &*k.name == pod).unwrap().clone();
-        index.proxy_config(&key).unwrap()
-    }
-
-    #[test]
-    fn a_config_split_into_resources_is_put_back_together_exactly() {
-        let config = quickstart_config("client");
-        let mut parts = Parts::default();
-        for (kind, named) in by_kind(split(&config).unwrap()) {
-            let changes = named.iter().map(|(name, body)| Change::Put { name, body });
-            parts.apply(kind, changes).unwrap();
-        }
-        assert_eq!(parts.config().unwrap(), config);
-    }
-
-    #[test]
-    fn a_bad_resource_changes_nothing_and_says_which_it_was() {
-        let config = quickstart_config("client");
-        let mut parts = Parts::default();
-        for (kind, named) in by_kind(split(&config).unwrap()) {
-            parts.apply(kind, named.iter().map(|(name, body)| Change::Put { name, body })).unwrap();
-        }
-        let (name, good) = {
-            let all = by_kind(split(&config).unwrap());
-            all[&Kind::Cluster].iter().next().map(|(n, a)| (n.clone(), a.clone())).unwrap()
-        };
-        let garbage = pack_json(Kind::Cluster, b"{\"not\": \"an upstream\"}".to_vec());
-        let wrong_type = xds::Any { type_url: Kind::Listener.type_url().into(), value: good.value.clone() };
-        let bad_name = Change::Remove { name: "not-an-ip" };
-        for (kind, changes) in [
-            (Kind::Cluster, vec![Change::Remove { name: &name }, Change::Put { name: "x", body: &garbage }]),
-            (Kind::Cluster, vec![Change::Put { name: &name, body: &wrong_type }]),
-            (Kind::DirectPod, vec![bad_name]),
-        ] {
-            let e = parts.apply(kind, changes).unwrap_err();
-            assert!(e.0.starts_with(kind.as_str()), "{e}");
-            assert_eq!(parts.config().unwrap(), config, "{e}");
-        }
-        let mut parts2 = parts.clone();
-        parts2.apply(Kind::Cluster, [Change::Remove { name: &name }]).unwrap();
-        assert_ne!(parts2.config().unwrap(), config);
-    }
-
-    #[test]
-    fn type_urls_round_trip_and_push_order_puts_references_first() {
-        for k in Kind::ALL {
-            assert_eq!(Kind::from_type_url(k.type_url()), Some(k));
-        }
-        assert!(Kind::Cluster < Kind::RouteTable && Kind::RouteTable < Kind::Listener);
-        assert_eq!(Kind::from_type_url("type.googleapis.com/envoy.config.cluster.v3.Cluster"), None);
-    }
-}
+mod tests;

@@ -8,10 +8,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use podmesh_api::xds::Any;
-use podmesh_api::{DecodeError, Kind, WorkloadPart, encode, encode_trust_bundle};
+use podmesh_api::{DecodeError, Kind, Resource, WorkloadPart, encode, encode_trust_bundle};
 use podmesh_compute::{ClusterName, ComputeError, Index, Outbound, Upstream};
 use podmesh_model::ObjectKey;
-use serde::Serialize;
 
 /// A resource as sent: its body and the version sidecars acknowledge (a hash of the body).
 #[derive(Debug)]
@@ -167,7 +166,7 @@ impl Snapshot {
         let mut clusters = prev.named(Kind::Cluster).clone();
         let mut put = Vec::new();
         for (name, up) in patch {
-            clusters.insert(name.0.clone(), Encoded::new(encode(Kind::Cluster, &name.0, &up)?));
+            clusters.insert(name.0.clone(), Encoded::new(encode(&up)));
             put.push(name.0.clone());
             patched.insert(name, up);
         }
@@ -196,7 +195,7 @@ impl Snapshot {
         match self.index.proxy_config(pod) {
             Ok(c) => {
                 let part = WorkloadPart { workload: c.workload, mesh: c.mesh, inbound: c.inbound };
-                Ok(Some(Encoded::new(encode(Kind::Workload, &pod.to_string(), &part)?)))
+                Ok(Some(Encoded::new(encode(&part))))
             }
             Err(ComputeError::NoSuchPod(_) | ComputeError::NotMeshed(_)) => Ok(None),
         }
@@ -213,20 +212,21 @@ impl Snapshot {
 }
 
 /// The resources of one kind: entries equal to the previous version's reuse its encoding.
-fn encode_kind<'a, K: Ord, V: PartialEq + Serialize + 'a>(
+fn encode_kind<'a, K: Ord, V: PartialEq + Resource + 'a>(
     kind: Kind,
     new: &BTreeMap<K, V>,
     old: impl Fn(&K) -> Option<&'a V>,
     old_encoded: Option<&Named>,
     name: impl Fn(&K) -> String,
 ) -> Result<Named, DecodeError> {
+    debug_assert_eq!(kind, V::KIND);
     let mut out = Named::new();
     for (k, v) in new {
         let n = name(k);
         let reuse = old(k).filter(|o| *o == v).and_then(|_| old_encoded?.get(&n));
         let e = match reuse {
             Some(e) => Arc::clone(e),
-            None => Encoded::new(encode(kind, &n, v)?),
+            None => Encoded::new(encode(v)),
         };
         out.insert(n, e);
     }

@@ -12,8 +12,17 @@ use std::path::{Path, PathBuf};
 
 /// The fuzz targets: each has `fuzz/fuzz_targets/<name>.rs`, a `[[bin]]` in `fuzz/Cargo.toml`, a corpus
 /// directory and a test below.
-const TARGETS: [&str; 8] =
-    ["detect", "client_hello", "host", "config", "manifest", "http_head", "xds_request", "certificate_request"];
+const TARGETS: [&str; 9] = [
+    "detect",
+    "client_hello",
+    "host",
+    "config",
+    "manifest",
+    "http_head",
+    "xds_request",
+    "certificate_request",
+    "resource_decode",
+];
 
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz")
@@ -96,4 +105,9 @@ fn xds_request() {
 #[test]
 fn certificate_request() {
     replay("certificate_request", props::certificate_request);
+}
+
+#[test]
+fn resource_decode() {
+    replay("resource_decode", props::resource_decode);
 }
