@@ -8,57 +8,164 @@
 //! a reason and keeps its last good config, and the server records the refusal with the change that caused it.
 
 use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use bytes::{BufMut, Bytes};
 use podmesh_api::Kind;
-use podmesh_api::xds::{self, DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse};
+use podmesh_api::xds::{DeltaDiscoveryRequest, DeltaDiscoveryResponse};
 use podmesh_model::ObjectKey;
+use prost::Message;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::codec::{Codec, EncodeBuf, Encoder};
+use tonic::codegen::{BoxFuture, Context, Poll, Service, StdError, http};
+use tonic::server::{Grpc, NamedService, StreamingService};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::Shared;
 use crate::server::ConnInfo;
-use crate::snapshot::{Diff, Encoded, Named, Snapshot, diff};
+use crate::snapshot::{Encoded, Snapshot, diff};
 use crate::status::{Metrics, Nack, ProxyStatus, unix_now};
 
 /// At most this many resources, or about this many bytes of them, per response: no message nears gRPC's size
 /// limits at scale, and what a stream holds in memory while its sidecar reads is bounded (a large push is
 /// several responses of one kind in a row).
 pub const MAX_RESOURCES_PER_RESPONSE: usize = 1000;
-pub const MAX_BYTES_PER_RESPONSE: usize = 256 << 10;
-/// Responses a stream queues ahead of its sidecar: with the byte bound above, under 1 MiB per sidecar.
-const QUEUED_RESPONSES: usize = 2;
+pub const MAX_BYTES_PER_RESPONSE: usize = 64 << 10;
+/// Responses a stream queues ahead of its sidecar (besides what gRPC and HTTP/2 buffer).
+const QUEUED_RESPONSES: usize = 1;
+/// At most this many streams have a push of several responses (a sidecar's initial config, a large change) in
+/// flight at once: a stream takes a slot for its second response and gives it back when the sidecar has answered
+/// its last, so the slot covers what waits in gRPC, HTTP/2 and TLS buffers too. The others wait their turn. What
+/// is in flight, and so the control plane's memory, stays bounded however many sidecars join at once; the total
+/// time hardly changes, as the pushes share the same CPUs either way. (istiod has the same kind of limit:
+/// PILOT_PUSH_THROTTLE, 100.)
+pub const PUSH_CONCURRENCY: usize = 64;
 
+/// The ADS gRPC service (`envoy.service.discovery.v3.AggregatedDiscoveryService`). Written by hand rather than
+/// taken from envoy-types' generated server so that a response is its header fields followed by resources encoded
+/// once per version ([`Encoded::entry`]): each stream copies bytes instead of encoding the same resources again.
+/// The wire format is the standard one; sidecars decode ordinary `DeltaDiscoveryResponse`s.
 #[derive(Debug, Clone)]
 pub struct Ads {
     pub shared: Arc<Shared>,
+}
+
+const SERVICE: &str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
+const DELTA_PATH: &str = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
+const SOTW_PATH: &str = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
+/// The largest request accepted: sidecars send subscriptions and ACKs, a reconnecting one the versions it holds.
+const MAX_REQUEST_BYTES: usize = 16 << 20;
+
+/// One response as sent: the header fields (version, type, nonce, removed names) and the resources' entries.
+#[derive(Debug, Default)]
+pub struct Outgoing {
+    pub head: DeltaDiscoveryResponse,
+    pub resources: Vec<Bytes>,
+}
+
+impl Outgoing {
+    /// The bytes this response takes on the wire (without gRPC framing).
+    pub fn encoded_len(&self) -> usize {
+        self.head.encoded_len() + self.resources.iter().map(Bytes::len).sum::<usize>()
+    }
+}
+
+/// Requests decoded with prost; responses written as [`Outgoing`].
+#[derive(Debug, Clone, Copy, Default)]
+struct AdsCodec;
+
+#[derive(Debug, Clone, Copy, Default)]
+struct OutgoingEncoder;
+
+impl Encoder for OutgoingEncoder {
+    type Item = Outgoing;
+    type Error = Status;
+
+    fn encode(&mut self, item: Outgoing, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.reserve(item.encoded_len());
+        item.head.encode(dst).map_err(|e| Status::internal(format!("encoding a response: {e}")))?;
+        for r in &item.resources {
+            dst.put_slice(r);
+        }
+        Ok(())
+    }
+}
+
+type RequestDecoder = <tonic_prost::ProstCodec<DeltaDiscoveryResponse, DeltaDiscoveryRequest> as Codec>::Decoder;
+
+impl Codec for AdsCodec {
+    type Encode = Outgoing;
+    type Decode = DeltaDiscoveryRequest;
+    type Encoder = OutgoingEncoder;
+    type Decoder = RequestDecoder;
+
+    fn encoder(&mut self) -> OutgoingEncoder {
+        OutgoingEncoder
+    }
+
+    fn decoder(&mut self) -> RequestDecoder {
+        tonic_prost::ProstCodec::<DeltaDiscoveryResponse, DeltaDiscoveryRequest>::default().decoder()
+    }
+}
+
+impl NamedService for Ads {
+    const NAME: &'static str = SERVICE;
+}
+
+impl<B> Service<http::Request<B>> for Ads
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Infallible>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let ads = self.clone();
+        Box::pin(async move {
+            let status = match req.uri().path() {
+                DELTA_PATH => {
+                    let mut grpc = Grpc::new(AdsCodec).apply_max_message_size_config(Some(MAX_REQUEST_BYTES), None);
+                    return Ok(grpc.streaming(ads, req).await);
+                }
+                SOTW_PATH => Status::unimplemented("podmesh serves delta xDS only: use DeltaAggregatedResources"),
+                other => Status::unimplemented(format!("no method {other}")),
+            };
+            Ok(status.into_http())
+        })
+    }
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 static STREAM_IDS: AtomicU64 = AtomicU64::new(1);
 
-#[tonic::async_trait]
-impl xds::AggregatedDiscoveryService for Ads {
-    type StreamAggregatedResourcesStream = BoxStream<DiscoveryResponse>;
+impl StreamingService<DeltaDiscoveryRequest> for Ads {
+    type Response = Outgoing;
+    type ResponseStream = BoxStream<Outgoing>;
+    type Future = BoxFuture<Response<BoxStream<Outgoing>>, Status>;
 
-    async fn stream_aggregated_resources(
-        &self,
-        _req: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        Err(Status::unimplemented("podmesh serves delta xDS only: use DeltaAggregatedResources"))
+    fn call(&mut self, req: Request<Streaming<DeltaDiscoveryRequest>>) -> Self::Future {
+        let ads = self.clone();
+        Box::pin(async move { ads.delta_aggregated_resources(req).await })
     }
+}
 
-    type DeltaAggregatedResourcesStream = BoxStream<DeltaDiscoveryResponse>;
-
+impl Ads {
     async fn delta_aggregated_resources(
         &self,
         req: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+    ) -> Result<Response<BoxStream<Outgoing>>, Status> {
         let conn = req.extensions().get::<ConnInfo>().cloned();
         let Some(peer) = conn.as_ref().and_then(|c| c.identity.clone()) else {
             return Err(Status::unauthenticated(
@@ -99,6 +206,7 @@ impl xds::AggregatedDiscoveryService for Ads {
                 pushed: 0,
                 sent: BTreeMap::new(),
                 acked: BTreeMap::new(),
+                acked_at: BTreeMap::new(),
                 last_nack: None,
             },
         );
@@ -110,6 +218,8 @@ impl xds::AggregatedDiscoveryService for Ads {
             tx,
             sent: BTreeMap::new(),
             workload: None,
+            workload_checked: 0,
+            slot: None,
             pending: HashMap::new(),
             nonce: 0,
         };
@@ -155,16 +265,24 @@ pub fn node_pod(first: &DeltaDiscoveryRequest) -> Result<ObjectKey, String> {
     })
 }
 
+/// The resources a response sequence sends. Boxed: the iterators' closures, held across awaits, would otherwise
+/// trip the compiler's check that the stream's future is `Send`.
+type Puts<'a> = Box<dyn Iterator<Item = &'a Arc<Encoded>> + Send + 'a>;
+
 /// One sidecar's stream.
 struct StreamState {
     id: u64,
     pod: ObjectKey,
     shared: Arc<Shared>,
-    tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
+    tx: mpsc::Sender<Result<Outgoing, Status>>,
     /// Per subscribed shared kind: the version of the resources last sent.
     sent: BTreeMap<Kind, Arc<Snapshot>>,
     /// The Workload last sent (its version), once subscribed.
     workload: Option<Option<String>>,
+    /// The generation at which the Workload was last computed for this sidecar.
+    workload_checked: u64,
+    /// A push slot, held until the sidecar answers the response with this nonce (the last of a long push).
+    slot: Option<(tokio::sync::OwnedSemaphorePermit, String)>,
     /// Responses not yet answered: nonce → kind, the version sent, and whether it pushed a new generation (whose
     /// ACK ends a push-latency measurement) rather than answered a subscription.
     pending: HashMap<String, (Kind, Arc<Snapshot>, bool)>,
@@ -211,7 +329,8 @@ impl StreamState {
             Asked::Unknown(type_url) => {
                 // Not ours: an empty answer, without ending the stream.
                 let nonce = self.next_nonce();
-                return self.send(DeltaDiscoveryResponse { type_url, nonce, ..Default::default() }).await;
+                let head = DeltaDiscoveryResponse { type_url, nonce, ..Default::default() };
+                return self.send(Outgoing { head, resources: Vec::new() }).await;
             }
             Asked::Answer { kind, nonce, nack } => {
                 self.answered(kind, &nonce, nack);
@@ -227,12 +346,13 @@ impl StreamState {
             return self.push_workload(&snapshot, current, true).await;
         }
         // What the sidecar holds is what it says it holds (after a reconnect: its last good resources).
+        // The resources to send are walked in place, not listed: a thousand sidecars subscribing at once would
+        // otherwise each hold a copy of every name.
         let new = snapshot.named(kind);
-        let put: Vec<String> =
-            new.iter().filter(|(n, r)| held.get(*n) != Some(&r.version)).map(|(n, _)| n.clone()).collect();
+        let put: Puts<'_> = Box::new(new.iter().filter(|(n, r)| held.get(*n) != Some(&r.version)).map(|(_, r)| r));
         let removed: Vec<String> = held.keys().filter(|n| !new.contains_key(*n)).cloned().collect();
         self.sent.insert(kind, Arc::clone(&snapshot));
-        self.send_diff(kind, &snapshot, new, Diff { put, removed }, true).await?;
+        self.send_diff(kind, &snapshot, put, removed, true).await?;
         self.pushed(snapshot.generation);
         Ok(())
     }
@@ -241,7 +361,7 @@ impl StreamState {
     async fn push(&mut self, snapshot: &Arc<Snapshot>) -> Result<(), ()> {
         for kind in Kind::ALL {
             if kind == Kind::Workload {
-                if self.workload.is_some() {
+                if self.workload.is_some() && self.workload_checked < snapshot.workloads_since {
                     let current = snapshot.workload(&self.pod).ok().flatten();
                     self.push_workload(snapshot, current, false).await?;
                 }
@@ -257,7 +377,9 @@ impl StreamState {
                 diff(old.named(kind), snapshot.named(kind))
             };
             self.sent.insert(kind, Arc::clone(snapshot));
-            self.send_diff(kind, snapshot, snapshot.named(kind), d, false).await?;
+            let named = snapshot.named(kind);
+            let put: Puts<'_> = Box::new(d.put.iter().filter_map(|n| named.get(n)));
+            self.send_diff(kind, snapshot, put, d.removed, false).await?;
         }
         self.pushed(snapshot.generation);
         Ok(())
@@ -273,56 +395,45 @@ impl StreamState {
         current: Option<Arc<Encoded>>,
         subscription: bool,
     ) -> Result<(), ()> {
+        self.workload_checked = snapshot.generation;
         let had = self.workload.clone().flatten();
         let now = current.as_ref().map(|e| e.version.clone());
         if had == now && !(subscription && had.is_none()) {
             return Ok(());
         }
         self.workload = Some(now);
-        let name = self.pod.to_string();
-        let mut named = Named::new();
-        let d = match current {
-            Some(e) => {
-                named.insert(name.clone(), e);
-                Diff { put: vec![name], removed: vec![] }
-            }
-            None if had.is_some() => Diff { put: vec![], removed: vec![name] },
-            // Nothing held and nothing to send: the subscription is still answered, so the sidecar knows.
-            None => Diff::default(),
-        };
-        self.send_diff(Kind::Workload, snapshot, &named, d, subscription).await
+        // Nothing held and nothing to send: the subscription is still answered (empty), so the sidecar knows.
+        let removed = if current.is_none() && had.is_some() { vec![self.pod.to_string()] } else { vec![] };
+        self.send_diff(Kind::Workload, snapshot, Box::new(current.iter()), removed, subscription).await
     }
 
-    /// Sends `d` (in responses bounded by MAX_RESOURCES_PER_RESPONSE and MAX_BYTES_PER_RESPONSE). A subscription is always answered, even
-    /// with nothing; a new generation only when it changed something.
+    /// Sends `put` and `removed` in responses bounded by MAX_RESOURCES_PER_RESPONSE and MAX_BYTES_PER_RESPONSE. A
+    /// subscription is always answered, even with nothing; a new generation only when it changed something.
     async fn send_diff(
         &mut self,
         kind: Kind,
         snapshot: &Arc<Snapshot>,
-        named: &Named,
-        d: Diff,
+        put: Puts<'_>,
+        removed: Vec<String>,
         subscription: bool,
     ) -> Result<(), ()> {
-        if d.is_empty() && !subscription {
+        let mut put = put.peekable();
+        if put.peek().is_none() && removed.is_empty() && !subscription {
             return Ok(());
         }
-        let mut put = d.put.into_iter().peekable();
-        let mut removed = Some(d.removed);
+        let mut removed = Some(removed);
+        let mut long = false;
         loop {
             let (mut resources, mut bytes) = (Vec::new(), 0usize);
             while resources.len() < MAX_RESOURCES_PER_RESPONSE && bytes < MAX_BYTES_PER_RESPONSE {
-                let Some(name) = put.next() else { break };
-                if let Some(e) = named.get(&name) {
-                    bytes += e.body.value.len();
-                    resources.push(xds::Resource {
-                        name,
-                        version: e.version.clone(),
-                        resource: Some(e.body.clone()),
-                        ..Default::default()
-                    });
-                }
+                let Some(e) = put.next() else { break };
+                bytes += e.body_len;
+                resources.push(e.entry.clone());
             }
             let nonce = self.next_nonce();
+            if long && let Some((_, last)) = &mut self.slot {
+                last.clone_from(&nonce);
+            }
             self.pending.insert(nonce.clone(), (kind, Arc::clone(snapshot), !subscription));
             let label = Metrics::kind(kind);
             self.shared.metrics.pushes.get_or_create(&label).inc();
@@ -331,22 +442,30 @@ impl StreamState {
             self.shared.proxies.update(self.id, |s| {
                 s.sent.insert(kind.as_str().to_string(), generation);
             });
-            self.send(DeltaDiscoveryResponse {
+            let head = DeltaDiscoveryResponse {
                 system_version_info: snapshot.generation.to_string(),
-                resources,
                 type_url: kind.type_url().to_string(),
                 removed_resources: removed.take().unwrap_or_default(),
                 nonce,
                 ..Default::default()
-            })
-            .await?;
+            };
+            self.send(Outgoing { head, resources }).await?;
             if put.peek().is_none() {
                 return Ok(());
             }
+            // More than one response: the rest needs a push slot (this stream may hold one already).
+            if self.slot.is_none() {
+                let permit = Arc::clone(&self.shared.push_slots).acquire_owned().await.map_err(|_| ())?;
+                self.slot = Some((permit, String::new()));
+            }
+            long = true;
         }
     }
 
     fn answered(&mut self, kind: Kind, nonce: &str, nack: Option<String>) {
+        if self.slot.as_ref().is_some_and(|(_, last)| last == nonce) {
+            self.slot = None;
+        }
         let Some((_, snapshot, measured)) = self.pending.remove(nonce) else { return };
         let generation = snapshot.generation;
         match nack {
@@ -357,6 +476,7 @@ impl StreamState {
                 self.shared.proxies.update(self.id, |s| {
                     let acked = s.acked.entry(kind.as_str().to_string()).or_default();
                     *acked = (*acked).max(generation);
+                    s.acked_at.insert(kind.as_str().to_string(), std::time::Instant::now());
                 });
             }
             Some(reason) => {
@@ -377,7 +497,7 @@ impl StreamState {
         self.nonce.to_string()
     }
 
-    async fn send(&self, r: DeltaDiscoveryResponse) -> Result<(), ()> {
+    async fn send(&self, r: Outgoing) -> Result<(), ()> {
         self.tx.send(Ok(r)).await.map_err(|_| ())
     }
 }

@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use podmesh_api::pb::certificate_service_server::CertificateServiceServer;
-use podmesh_api::xds::AggregatedDiscoveryServiceServer;
 use podmesh_compute::Index;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -39,6 +38,8 @@ pub struct Shared {
     pub trust_domain: String,
     /// Held while a version is made and published, so versions follow one another.
     pub publishing: tokio::sync::Mutex<()>,
+    /// Streams with a push of more than one response in flight ([`ads::PUSH_CONCURRENCY`]).
+    pub push_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Shared {
@@ -73,6 +74,7 @@ impl Control {
             authority,
             trust_domain,
             publishing: tokio::sync::Mutex::new(()),
+            push_slots: Arc::new(tokio::sync::Semaphore::new(ads::PUSH_CONCURRENCY)),
         };
         Ok(Control { shared: Arc::new(shared) })
     }
@@ -98,7 +100,7 @@ impl Control {
         let incoming = server::accept_tls(grpc, tls, stop.clone());
         tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .add_service(AggregatedDiscoveryServiceServer::new(ads::Ads { shared: Arc::clone(&self.shared) }))
+            .add_service(ads::Ads { shared: Arc::clone(&self.shared) })
             .add_service(CertificateServiceServer::new(certs::Certs { shared: Arc::clone(&self.shared) }))
             .serve_with_incoming_shutdown(incoming, async move {
                 shutdown.await;

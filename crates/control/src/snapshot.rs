@@ -7,24 +7,46 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Instant;
 
-use podmesh_api::xds::Any;
+use bytes::Bytes;
+use podmesh_api::xds::{Any, DeltaDiscoveryResponse};
 use podmesh_api::{DecodeError, Kind, Resource, WorkloadPart, encode, encode_trust_bundle};
 use podmesh_compute::{ClusterName, ComputeError, Index, Outbound, Upstream};
 use podmesh_model::ObjectKey;
+use prost::Message;
 
-/// A resource as sent: its body and the version sidecars acknowledge (a hash of the body).
+/// A resource as sent: the version sidecars acknowledge (a hash of the body), and the resource encoded once for
+/// every stream that sends it.
 #[derive(Debug)]
 pub struct Encoded {
     pub version: String,
-    pub body: Any,
+    /// The bytes of the body (the `Any`'s value), for size accounting.
+    pub body_len: usize,
+    /// The resource (name, version, body) as one entry of a `DeltaDiscoveryResponse`'s `resources` field, tag and
+    /// length included: a response is its header fields followed by such entries, so streams copy bytes instead
+    /// of encoding the same message a thousand times ([`crate::ads::Outgoing`]).
+    pub entry: Bytes,
 }
 
 impl Encoded {
-    fn new(body: Any) -> Arc<Encoded> {
+    pub fn new(name: &str, body: Any) -> Arc<Encoded> {
         let mut h = std::hash::DefaultHasher::new();
         body.type_url.hash(&mut h);
         body.value.hash(&mut h);
-        Arc::new(Encoded { version: format!("{:016x}", h.finish()), body })
+        let version = format!("{:016x}", h.finish());
+        let body_len = body.value.len();
+        // A response with only this resource encodes as exactly this resource's entry: every other field is
+        // empty, and proto3 omits empty fields.
+        let entry = DeltaDiscoveryResponse {
+            resources: vec![podmesh_api::xds::Resource {
+                name: name.to_string(),
+                version: version.clone(),
+                resource: Some(body),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+        .encode_to_vec();
+        Arc::new(Encoded { version, body_len, entry: Bytes::from(entry) })
     }
 }
 
@@ -74,6 +96,9 @@ pub struct Snapshot {
     pub cause: String,
     /// When this version was made: push latency is measured from here to each sidecar's ACK.
     pub created: Instant,
+    /// The generation since which every Workload is as in this version: a readiness patch changes none, so a
+    /// stream need not recompute its sidecar's Workload for one.
+    pub workloads_since: u64,
 }
 
 impl Snapshot {
@@ -127,7 +152,7 @@ impl Snapshot {
                 |a| a.to_string(),
             )?,
         );
-        let bundle = Encoded::new(encode_trust_bundle(trust_anchors.to_vec()));
+        let bundle = Encoded::new(podmesh_api::TRUST_BUNDLE, encode_trust_bundle(trust_anchors.to_vec()));
         let bundle = match old(Kind::TrustBundle).and_then(|o| o.get(podmesh_api::TRUST_BUNDLE)) {
             Some(o) if o.version == bundle.version => Arc::clone(o),
             _ => bundle,
@@ -144,14 +169,16 @@ impl Snapshot {
                 _ => (k, Arc::new(named)),
             })
             .collect();
+        let generation = prev.map_or(1, |p| p.generation + 1);
         Ok(Snapshot {
-            generation: prev.map_or(1, |p| p.generation + 1),
+            generation,
             index,
             patched: Arc::default(),
             shared,
             changed,
             cause,
             created: Instant::now(),
+            workloads_since: generation,
         })
     }
 
@@ -166,7 +193,7 @@ impl Snapshot {
         let mut clusters = prev.named(Kind::Cluster).clone();
         let mut put = Vec::new();
         for (name, up) in patch {
-            clusters.insert(name.0.clone(), Encoded::new(encode(&up)));
+            clusters.insert(name.0.clone(), Encoded::new(&name.0, encode(&up)));
             put.push(name.0.clone());
             patched.insert(name, up);
         }
@@ -182,6 +209,7 @@ impl Snapshot {
             changed,
             cause,
             created: Instant::now(),
+            workloads_since: prev.workloads_since,
         })
     }
 
@@ -195,7 +223,7 @@ impl Snapshot {
         match self.index.proxy_config(pod) {
             Ok(c) => {
                 let part = WorkloadPart { workload: c.workload, mesh: c.mesh, inbound: c.inbound };
-                Ok(Some(Encoded::new(encode(&part))))
+                Ok(Some(Encoded::new(&pod.to_string(), encode(&part))))
             }
             Err(ComputeError::NoSuchPod(_) | ComputeError::NotMeshed(_)) => Ok(None),
         }
@@ -226,7 +254,7 @@ fn encode_kind<'a, K: Ord, V: PartialEq + Resource + 'a>(
         let reuse = old(k).filter(|o| *o == v).and_then(|_| old_encoded?.get(&n));
         let e = match reuse {
             Some(e) => Arc::clone(e),
-            None => Encoded::new(encode(v)),
+            None => Encoded::new(&n, encode(v)),
         };
         out.insert(n, e);
     }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use podmesh_api::Kind;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -28,6 +28,10 @@ pub struct ProxyStatus {
     /// Per resource kind: the generation of the last response sent and of the last acknowledged.
     pub sent: BTreeMap<String, u64>,
     pub acked: BTreeMap<String, u64>,
+    /// Per resource kind: when its last ACK arrived (how long a push took to be applied, as the control plane
+    /// sees it).
+    #[serde(skip)]
+    pub acked_at: BTreeMap<String, Instant>,
     pub last_nack: Option<Nack>,
 }
 
