@@ -147,27 +147,17 @@ pub fn encode_trust_bundle(roots_pem: Vec<String>) -> xds::Any {
 pub fn split(config: &ProxyConfig) -> Vec<(Kind, String, xds::Any)> {
     let part =
         WorkloadPart { workload: config.workload.clone(), mesh: config.mesh.clone(), inbound: config.inbound.clone() };
-    let mut out = vec![(Kind::Workload, config.workload.pod.to_string(), encode(&part))];
+    let mut out = vec![(Kind::Workload, WorkloadPart::name(&config.workload.pod), encode(&part))];
     out.extend(outbound_resources(&config.outbound));
     out
 }
 
 /// The shared resources of an outbound table.
 pub fn outbound_resources(o: &Outbound) -> Vec<(Kind, String, xds::Any)> {
-    let mut out = Vec::new();
-    for (name, c) in &o.clusters {
-        out.push((Kind::Cluster, name.0.clone(), encode(c)));
+    fn named<R: Resource>(map: &BTreeMap<R::Key, R>) -> impl Iterator<Item = (Kind, String, xds::Any)> + '_ {
+        map.iter().map(|(k, v)| (R::KIND, R::name(k), encode(v)))
     }
-    for (ip, p) in &o.pods {
-        out.push((Kind::DirectPod, ip.to_string(), encode(p)));
-    }
-    for (port, t) in &o.routes {
-        out.push((Kind::RouteTable, port.0.to_string(), encode(t)));
-    }
-    for (addr, l) in &o.listeners {
-        out.push((Kind::Listener, addr.to_string(), encode(l)));
-    }
-    out
+    named(&o.clusters).chain(named(&o.pods)).chain(named(&o.routes)).chain(named(&o.listeners)).collect()
 }
 
 /// A sidecar's resources as received, and the config they make together. Every change is checked first

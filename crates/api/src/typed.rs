@@ -28,6 +28,10 @@ pub trait Resource: Sized {
     const KIND: Kind;
     /// Its protobuf message.
     type Message: prost::Message + Default;
+    /// What a resource of this kind is keyed by in a config (a cluster's name, a pod's IP, a port...).
+    type Key: Ord;
+    /// The resource's name on the wire: the one naming rule for each kind, used by the control plane and tools.
+    fn name(key: &Self::Key) -> String;
     /// The message: every value has one.
     fn to_message(&self) -> Self::Message;
     /// The value a message carries, checked; the error names the field.
@@ -298,6 +302,11 @@ fn outbound_policy(v: i32) -> Checked<OutboundPolicy> {
 impl Resource for WorkloadPart {
     const KIND: Kind = Kind::Workload;
     type Message = pb::Workload;
+    type Key = podmesh_model::ObjectKey;
+
+    fn name(key: &podmesh_model::ObjectKey) -> String {
+        key.to_string()
+    }
 
     fn to_message(&self) -> pb::Workload {
         pb::Workload {
@@ -439,6 +448,11 @@ fn inbound_port(m: pb::InboundPort) -> Checked<InboundPort> {
 impl Resource for Listener {
     const KIND: Kind = Kind::Listener;
     type Message = pb::Listener;
+    type Key = std::net::SocketAddr;
+
+    fn name(key: &std::net::SocketAddr) -> String {
+        key.to_string()
+    }
 
     fn to_message(&self) -> pb::Listener {
         pb::Listener {
@@ -466,6 +480,11 @@ impl Resource for Listener {
 impl Resource for RouteTable {
     const KIND: Kind = Kind::RouteTable;
     type Message = pb::RouteTable;
+    type Key = podmesh_model::ServicePort;
+
+    fn name(key: &podmesh_model::ServicePort) -> String {
+        key.0.to_string()
+    }
 
     fn to_message(&self) -> pb::RouteTable {
         pb::RouteTable { virtual_hosts: self.virtual_hosts.iter().map(virtual_host_to_pb).collect() }
@@ -586,6 +605,11 @@ fn string_match(m: pb::StringMatch) -> Checked<StringMatch> {
 impl Resource for Upstream {
     const KIND: Kind = Kind::Cluster;
     type Message = pb::Cluster;
+    type Key = podmesh_compute::ClusterName;
+
+    fn name(key: &podmesh_compute::ClusterName) -> String {
+        key.0.clone()
+    }
 
     fn to_message(&self) -> pb::Cluster {
         pb::Cluster {
@@ -632,6 +656,11 @@ fn endpoint(m: pb::Endpoint) -> Checked<Endpoint> {
 impl Resource for DirectPod {
     const KIND: Kind = Kind::DirectPod;
     type Message = pb::DirectPod;
+    type Key = std::net::IpAddr;
+
+    fn name(key: &std::net::IpAddr) -> String {
+        key.to_string()
+    }
 
     fn to_message(&self) -> pb::DirectPod {
         pb::DirectPod {

@@ -340,10 +340,8 @@ impl StreamState {
         };
         let snapshot = self.shared.current();
         if kind == Kind::Workload {
-            let current = snapshot.workload(&self.pod).ok().flatten();
-            let known = held.get(&self.pod.to_string()).cloned();
-            self.workload = Some(known);
-            return self.push_workload(&snapshot, current, true).await;
+            self.workload = Some(held.get(&self.pod.to_string()).cloned());
+            return self.push_workload(&snapshot, true).await;
         }
         // What the sidecar holds is what it says it holds (after a reconnect: its last good resources).
         // The resources to send are walked in place, not listed: a thousand sidecars subscribing at once would
@@ -362,8 +360,7 @@ impl StreamState {
         for kind in Kind::ALL {
             if kind == Kind::Workload {
                 if self.workload.is_some() && self.workload_checked < snapshot.workloads_since {
-                    let current = snapshot.workload(&self.pod).ok().flatten();
-                    self.push_workload(snapshot, current, false).await?;
+                    self.push_workload(snapshot, false).await?;
                 }
                 continue;
             }
@@ -389,12 +386,9 @@ impl StreamState {
         self.shared.proxies.update(self.id, |s| s.pushed = s.pushed.max(generation));
     }
 
-    async fn push_workload(
-        &mut self,
-        snapshot: &Arc<Snapshot>,
-        current: Option<Arc<Encoded>>,
-        subscription: bool,
-    ) -> Result<(), ()> {
+    /// Sends this sidecar's Workload if it differs from the one it holds (or answers its subscription).
+    async fn push_workload(&mut self, snapshot: &Arc<Snapshot>, subscription: bool) -> Result<(), ()> {
+        let current = snapshot.workload(&self.pod);
         self.workload_checked = snapshot.generation;
         let had = self.workload.clone().flatten();
         let now = current.as_ref().map(|e| e.version.clone());

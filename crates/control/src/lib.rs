@@ -60,8 +60,7 @@ impl Control {
     pub fn new(first: Version, authority: Authority) -> Result<Control, String> {
         let trust_domain = first.cluster.mesh.trust_domain.clone();
         let index = Arc::new(Index::new(first.cluster));
-        let snapshot =
-            Snapshot::build(None, index, authority.trust_anchors(), first.cause).map_err(|e| e.to_string())?;
+        let snapshot = Snapshot::build(None, index, authority.trust_anchors(), first.cause);
         let mut registry = Registry::default();
         let metrics = Metrics::new(&mut registry);
         metrics.generation.set(1);
@@ -110,20 +109,14 @@ impl Control {
             .map_err(|e| format!("serving gRPC: {e}"))
     }
 
-    /// Applies one version of the cluster: indexes it and publishes the resources that changed. A version whose
-    /// resources cannot be encoded is refused and the last good one stays.
+    /// Applies one version of the cluster: indexes it and publishes the resources that changed.
     pub async fn apply(shared: &Arc<Shared>, version: Version) -> Result<u64, String> {
         let index = tokio::task::spawn_blocking(move || (Arc::new(Index::new(version.cluster)), version.cause))
             .await
             .map_err(|e| format!("indexing failed: {e}"))?;
         let _publishing = shared.publishing.lock().await;
         let prev = shared.current();
-        let next = Snapshot::build(Some(&prev), index.0, shared.authority.trust_anchors(), index.1)
-            .map_err(|e| e.to_string())?;
-        let generation = next.generation;
-        shared.metrics.generation.set(i64::try_from(generation).unwrap_or(i64::MAX));
-        shared.snapshots.send_replace(Arc::new(next));
-        Ok(generation)
+        Ok(publish(shared, Snapshot::build(Some(&prev), index.0, shared.authority.trust_anchors(), index.1)))
     }
 }
 
@@ -155,12 +148,16 @@ impl Control {
             return Ok(prev.generation);
         }
         let state = if ready { "ready" } else { "not ready" };
-        let next = Snapshot::patched(&prev, patch, format!("{pod} {state}")).map_err(|e| e.to_string())?;
-        let generation = next.generation;
-        shared.metrics.generation.set(i64::try_from(generation).unwrap_or(i64::MAX));
-        shared.snapshots.send_replace(Arc::new(next));
-        Ok(generation)
+        Ok(publish(shared, Snapshot::patched(&prev, patch, format!("{pod} {state}"))))
     }
+}
+
+/// Makes `next` the version every stream follows (the caller holds `Shared::publishing`); returns its generation.
+fn publish(shared: &Shared, next: Snapshot) -> u64 {
+    let generation = next.generation;
+    shared.metrics.generation.set(i64::try_from(generation).unwrap_or(i64::MAX));
+    shared.snapshots.send_replace(Arc::new(next));
+    generation
 }
 
 async fn follow(shared: Arc<Shared>, mut source: impl Source) {

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use podmesh_api::xds::{Any, DeltaDiscoveryResponse};
-use podmesh_api::{DecodeError, Kind, Resource, WorkloadPart, encode, encode_trust_bundle};
+use podmesh_api::{Kind, Resource, WorkloadPart, encode, encode_trust_bundle};
 use podmesh_compute::{ClusterName, ComputeError, Index, Outbound, Upstream};
 use podmesh_model::ObjectKey;
 use prost::Message;
@@ -103,12 +103,7 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// The first version, or the next after `prev`: resources equal to `prev`'s are shared with it, not re-encoded.
-    pub fn build(
-        prev: Option<&Snapshot>,
-        index: Arc<Index>,
-        trust_anchors: &[String],
-        cause: String,
-    ) -> Result<Snapshot, DecodeError> {
+    pub fn build(prev: Option<&Snapshot>, index: Arc<Index>, trust_anchors: &[String], cause: String) -> Snapshot {
         let empty = Outbound::default();
         let old_out: &Outbound = prev.map_or(&empty, |p| p.index.outbound());
         let old_patched = prev.map(|p| &*p.patched);
@@ -118,40 +113,10 @@ impl Snapshot {
         // A cluster is compared with what was served: the previous version's patch if it had one for it.
         let old_clusters =
             |name: &ClusterName| old_patched.and_then(|p| p.get(name)).or_else(|| old_out.clusters.get(name));
-        shared.insert(
-            Kind::Cluster,
-            encode_kind(Kind::Cluster, &out.clusters, old_clusters, old(Kind::Cluster), |n| n.0.clone())?,
-        );
-        shared.insert(
-            Kind::DirectPod,
-            encode_kind(
-                Kind::DirectPod,
-                &out.pods,
-                |k| old_out.pods.get(k),
-                old(Kind::DirectPod),
-                |ip| ip.to_string(),
-            )?,
-        );
-        shared.insert(
-            Kind::RouteTable,
-            encode_kind(
-                Kind::RouteTable,
-                &out.routes,
-                |k| old_out.routes.get(k),
-                old(Kind::RouteTable),
-                |p| p.0.to_string(),
-            )?,
-        );
-        shared.insert(
-            Kind::Listener,
-            encode_kind(
-                Kind::Listener,
-                &out.listeners,
-                |k| old_out.listeners.get(k),
-                old(Kind::Listener),
-                |a| a.to_string(),
-            )?,
-        );
+        shared.insert(Kind::Cluster, encode_kind(&out.clusters, old_clusters, old(Kind::Cluster)));
+        shared.insert(Kind::DirectPod, encode_kind(&out.pods, |k| old_out.pods.get(k), old(Kind::DirectPod)));
+        shared.insert(Kind::RouteTable, encode_kind(&out.routes, |k| old_out.routes.get(k), old(Kind::RouteTable)));
+        shared.insert(Kind::Listener, encode_kind(&out.listeners, |k| old_out.listeners.get(k), old(Kind::Listener)));
         let bundle = Encoded::new(podmesh_api::TRUST_BUNDLE, encode_trust_bundle(trust_anchors.to_vec()));
         let bundle = match old(Kind::TrustBundle).and_then(|o| o.get(podmesh_api::TRUST_BUNDLE)) {
             Some(o) if o.version == bundle.version => Arc::clone(o),
@@ -170,7 +135,7 @@ impl Snapshot {
             })
             .collect();
         let generation = prev.map_or(1, |p| p.generation + 1);
-        Ok(Snapshot {
+        Snapshot {
             generation,
             index,
             patched: Arc::default(),
@@ -179,29 +144,26 @@ impl Snapshot {
             cause,
             created: Instant::now(),
             workloads_since: generation,
-        })
+        }
     }
 
     /// The next version after `prev` with `patch` (clusters as recomputed for a pod's readiness change, from
     /// [`Index::pod_readiness_patch`]) applied: only those clusters are re-encoded and sent; the index stays.
-    pub fn patched(
-        prev: &Snapshot,
-        patch: Vec<(ClusterName, Upstream)>,
-        cause: String,
-    ) -> Result<Snapshot, DecodeError> {
+    pub fn patched(prev: &Snapshot, patch: Vec<(ClusterName, Upstream)>, cause: String) -> Snapshot {
         let mut patched = (*prev.patched).clone();
         let mut clusters = prev.named(Kind::Cluster).clone();
         let mut put = Vec::new();
         for (name, up) in patch {
-            clusters.insert(name.0.clone(), Encoded::new(&name.0, encode(&up)));
-            put.push(name.0.clone());
+            let n = Upstream::name(&name);
+            clusters.insert(n.clone(), Encoded::new(&n, encode(&up)));
+            put.push(n);
             patched.insert(name, up);
         }
         let mut shared = prev.shared.clone();
         shared.insert(Kind::Cluster, Arc::new(clusters));
         let mut changed: BTreeMap<Kind, Diff> = shared.keys().map(|k| (*k, Diff::default())).collect();
         changed.insert(Kind::Cluster, Diff { put, removed: vec![] });
-        Ok(Snapshot {
+        Snapshot {
             generation: prev.generation + 1,
             index: Arc::clone(&prev.index),
             patched: Arc::new(patched),
@@ -210,7 +172,7 @@ impl Snapshot {
             cause,
             created: Instant::now(),
             workloads_since: prev.workloads_since,
-        })
+        }
     }
 
     /// Every cluster as served: the index's, or its readiness patch.
@@ -219,13 +181,13 @@ impl Snapshot {
     }
 
     /// One sidecar's own resource: its Workload, or `None` when the pod is gone or has no sidecar.
-    pub fn workload(&self, pod: &ObjectKey) -> Result<Option<Arc<Encoded>>, DecodeError> {
+    pub fn workload(&self, pod: &ObjectKey) -> Option<Arc<Encoded>> {
         match self.index.proxy_config(pod) {
             Ok(c) => {
                 let part = WorkloadPart { workload: c.workload, mesh: c.mesh, inbound: c.inbound };
-                Ok(Some(Encoded::new(&pod.to_string(), encode(&part))))
+                Some(Encoded::new(&WorkloadPart::name(pod), encode(&part)))
             }
-            Err(ComputeError::NoSuchPod(_) | ComputeError::NotMeshed(_)) => Ok(None),
+            Err(ComputeError::NoSuchPod(_) | ComputeError::NotMeshed(_)) => None,
         }
     }
 
@@ -240,17 +202,14 @@ impl Snapshot {
 }
 
 /// The resources of one kind: entries equal to the previous version's reuse its encoding.
-fn encode_kind<'a, K: Ord, V: PartialEq + Resource + 'a>(
-    kind: Kind,
-    new: &BTreeMap<K, V>,
-    old: impl Fn(&K) -> Option<&'a V>,
+fn encode_kind<'a, V: PartialEq + Resource + 'a>(
+    new: &BTreeMap<V::Key, V>,
+    old: impl Fn(&V::Key) -> Option<&'a V>,
     old_encoded: Option<&Named>,
-    name: impl Fn(&K) -> String,
-) -> Result<Named, DecodeError> {
-    debug_assert_eq!(kind, V::KIND);
+) -> Named {
     let mut out = Named::new();
     for (k, v) in new {
-        let n = name(k);
+        let n = V::name(k);
         let reuse = old(k).filter(|o| *o == v).and_then(|_| old_encoded?.get(&n));
         let e = match reuse {
             Some(e) => Arc::clone(e),
@@ -258,7 +217,7 @@ fn encode_kind<'a, K: Ord, V: PartialEq + Resource + 'a>(
         };
         out.insert(n, e);
     }
-    Ok(out)
+    out
 }
 
 #[cfg(test)]
@@ -275,16 +234,16 @@ mod tests {
     #[test]
     fn a_new_generation_re_encodes_and_names_only_what_changed() {
         let cluster = quickstart();
-        let first = Snapshot::build(None, Arc::new(Index::new(cluster.clone())), &[], "start".into()).unwrap();
+        let first = Snapshot::build(None, Arc::new(Index::new(cluster.clone())), &[], "start".into());
         // Nothing changed: nothing is named, and every resource is the same allocation.
-        let same = Snapshot::build(Some(&first), Arc::new(Index::new(cluster.clone())), &[], "again".into()).unwrap();
+        let same = Snapshot::build(Some(&first), Arc::new(Index::new(cluster.clone())), &[], "again".into());
         assert!(same.changed.values().all(Diff::is_empty), "{:?}", same.changed);
         assert_eq!(same.generation, 2);
         // One web pod turns not ready: its Services' clusters change, and its direct-pod entry; nothing else.
         let mut changed = cluster;
         let web = changed.pods.keys().find(|k| k.name.starts_with("web-")).unwrap().clone();
         assert!(changed.set_pod_ready(&web, false));
-        let next = Snapshot::build(Some(&same), Arc::new(Index::new(changed)), &[], "web not ready".into()).unwrap();
+        let next = Snapshot::build(Some(&same), Arc::new(Index::new(changed)), &[], "web not ready".into());
         let names = |k: Kind| next.changed[&k].put.clone();
         assert_eq!(
             names(Kind::Cluster),
@@ -304,7 +263,7 @@ mod tests {
     #[test]
     fn a_readiness_patch_is_what_the_next_full_version_serves_so_it_sends_nothing_more() {
         let cluster = quickstart();
-        let first = Snapshot::build(None, Arc::new(Index::new(cluster.clone())), &[], "start".into()).unwrap();
+        let first = Snapshot::build(None, Arc::new(Index::new(cluster.clone())), &[], "start".into());
         let web = cluster.pods.keys().find(|k| k.name.starts_with("web-")).unwrap().clone();
         // Not ready, then ready again, then not ready: each a patch on what is served.
         let mut s = first;
@@ -312,13 +271,13 @@ mod tests {
         for ready in [false, true, false] {
             let patch = s.index.pod_readiness_patch(s.clusters(), &web, ready).unwrap();
             assert_eq!(patch.len(), 2, "ready={ready}: both web clusters");
-            s = Snapshot::patched(&s, patch, format!("web ready={ready}")).unwrap();
+            s = Snapshot::patched(&s, patch, format!("web ready={ready}"));
             assert_eq!(s.changed[&Kind::Cluster].put.len(), 2);
             assert!(s.changed.iter().filter(|(k, _)| **k != Kind::Cluster).all(|(_, d)| d.is_empty()));
             flipped.set_pod_ready(&web, ready);
         }
         // The source's next version has the pod not ready too: nothing differs from what was served.
-        let full = Snapshot::build(Some(&s), Arc::new(Index::new(flipped)), &[], "full".into()).unwrap();
+        let full = Snapshot::build(Some(&s), Arc::new(Index::new(flipped)), &[], "full".into());
         assert!(full.changed.values().all(Diff::is_empty), "{:?}", full.changed);
         assert!(full.patched.is_empty());
     }
