@@ -97,6 +97,26 @@ impl fmt::Display for Kind {
     }
 }
 
+/// The requests that open a sidecar's xDS stream: one subscription per kind, in push order (wildcard for the
+/// shared kinds, its own pod for the Workload), the first naming the pod in `node.id`, each with the versions
+/// `held` says the sidecar holds (after a reconnect).
+pub fn subscriptions(
+    pod: &str,
+    mut held: impl FnMut(Kind) -> std::collections::HashMap<String, String>,
+) -> Vec<xds::DeltaDiscoveryRequest> {
+    Kind::ALL
+        .into_iter()
+        .enumerate()
+        .map(|(i, kind)| xds::DeltaDiscoveryRequest {
+            node: (i == 0).then(|| xds::Node { id: pod.to_string(), ..Default::default() }),
+            type_url: kind.type_url().to_string(),
+            resource_names_subscribe: if kind.is_shared() { vec![] } else { vec![pod.to_string()] },
+            initial_resource_versions: held(kind),
+            ..Default::default()
+        })
+        .collect()
+}
+
 /// The name of the single trust bundle resource.
 pub const TRUST_BUNDLE: &str = "roots";
 

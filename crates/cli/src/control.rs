@@ -110,14 +110,10 @@ pub fn proxy_status(a: ProxyStatusArgs) -> Result<ExitCode> {
     let mut rows =
         vec![["NAME".to_string(), "IDENTITY".into(), "SYNC".into(), "GENERATION".into(), "LAST NACK".into()]];
     for p in &syncz.proxies {
-        let nack = p.last_nack.as_ref().map_or("-".to_string(), |n| {
-            format!(
-                "{} (generation {}, caused by {})",
-                n["reason"].as_str().unwrap_or(""),
-                n["generation"],
-                n["cause"].as_str().unwrap_or("")
-            )
-        });
+        let nack = p
+            .last_nack
+            .as_ref()
+            .map_or("-".to_string(), |n| format!("{} (generation {}, caused by {})", n.reason, n.generation, n.cause));
         rows.push([p.pod.clone(), p.identity.clone(), p.sync_state.clone(), p.config_generation.to_string(), nack]);
     }
     let widths: Vec<usize> = (0..5).map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use podmesh_api::Kind;
-use podmesh_api::xds::{DeltaDiscoveryRequest, Node};
+use podmesh_api::xds::DeltaDiscoveryRequest;
 use podmesh_control::{Authority, Control, Version};
 use podmesh_model::{ObjectKey, Source};
 use podmesh_testkit::synthetic::{dimensions, files, plan, scale_and_command};
@@ -333,13 +333,7 @@ async fn sidecar(address: SocketAddr, pod: String, tls: Arc<ArcSwap<rustls::Clie
         }
     };
     let (tx, rx) = mpsc::channel(64);
-    for (i, kind) in Kind::ALL.into_iter().enumerate() {
-        let req = DeltaDiscoveryRequest {
-            node: (i == 0).then(|| Node { id: pod.clone(), ..Default::default() }),
-            type_url: kind.type_url().into(),
-            resource_names_subscribe: if kind.is_shared() { vec![] } else { vec![pod.clone()] },
-            ..Default::default()
-        };
+    for req in podmesh_api::subscriptions(&pod, |_| Default::default()) {
         tx.send(req).await.unwrap();
     }
     let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(256 << 20);

@@ -22,7 +22,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::transport::server::Connected;
 
 use crate::Shared;
-use crate::status::ProxyStatus;
+use crate::status::{Nack, ProxyStatus};
 
 /// Who is on the other end of a gRPC connection: its address and, when it presented one, its mesh identity.
 #[derive(Debug, Clone)]
@@ -183,7 +183,7 @@ pub struct SyncEntry {
     pub address: String,
     pub sync_state: String,
     pub config_generation: u64,
-    pub last_nack: Option<serde_json::Value>,
+    pub last_nack: Option<Nack>,
 }
 
 impl SyncEntry {
@@ -194,7 +194,7 @@ impl SyncEntry {
             address: p.address.clone(),
             sync_state: p.sync_state().to_string(),
             config_generation: p.config_generation(),
-            last_nack: p.last_nack.as_ref().and_then(|n| serde_json::to_value(n).ok()),
+            last_nack: p.last_nack.clone(),
         }
     }
 }

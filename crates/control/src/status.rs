@@ -12,7 +12,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One connected sidecar, as `proxy-status` shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -35,7 +35,7 @@ pub struct ProxyStatus {
     pub last_nack: Option<Nack>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Nack {
     pub generation: u64,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use podmesh_api::Kind;
-use podmesh_api::xds::{AggregatedDiscoveryServiceClient, DeltaDiscoveryRequest, DeltaDiscoveryResponse, Node};
+use podmesh_api::xds::{AggregatedDiscoveryServiceClient, DeltaDiscoveryRequest, DeltaDiscoveryResponse};
 use podmesh_control::ads::{MAX_BYTES_PER_RESPONSE, PUSH_CONCURRENCY};
 use podmesh_control::{Authority, Control, Version};
 use podmesh_model::Source;
@@ -50,15 +50,8 @@ async fn join(
     let channel = podmesh_proxy::control::channel(addr, tls, &podmesh_proxy::Dialer::default()).await.unwrap();
     let mut client = AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(16 << 20);
     let (tx, rx) = mpsc::channel(64);
-    for (i, kind) in Kind::ALL.into_iter().enumerate() {
-        tx.send(DeltaDiscoveryRequest {
-            node: (i == 0).then(|| Node { id: pod.to_string(), ..Default::default() }),
-            type_url: kind.type_url().into(),
-            resource_names_subscribe: if kind.is_shared() { vec![] } else { vec![pod.to_string()] },
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    for req in podmesh_api::subscriptions(&pod.to_string(), |_| Default::default()) {
+        tx.send(req).await.unwrap();
     }
     let mut stream = client.delta_aggregated_resources(ReceiverStream::new(rx)).await.unwrap().into_inner();
     let (mut got, mut workload) = (0, false);

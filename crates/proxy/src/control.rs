@@ -15,9 +15,7 @@ use arc_swap::ArcSwap;
 use hyper_util::rt::TokioIo;
 use podmesh_api::pb::CertificateRequest;
 use podmesh_api::pb::certificate_service_client::CertificateServiceClient;
-use podmesh_api::xds::{
-    AggregatedDiscoveryServiceClient, DeltaDiscoveryRequest, DeltaDiscoveryResponse, Node, RpcStatus,
-};
+use podmesh_api::xds::{AggregatedDiscoveryServiceClient, DeltaDiscoveryRequest, DeltaDiscoveryResponse, RpcStatus};
 use podmesh_api::{Change, Kind, Parts};
 use podmesh_compute::{Identity, ProxyConfig};
 use podmesh_identity::Credentials;
@@ -153,15 +151,7 @@ impl ControlSource {
         let channel = channel(self.opts.address, Arc::clone(&self.client_tls), &self.opts.dialer).await?;
         let mut client = AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE);
         let (tx, rx) = mpsc::channel(16);
-        for (i, kind) in Kind::ALL.into_iter().enumerate() {
-            let held = self.versions.get(&kind).cloned().unwrap_or_default();
-            let req = DeltaDiscoveryRequest {
-                node: (i == 0).then(|| Node { id: self.pod.clone(), ..Default::default() }),
-                type_url: kind.type_url().to_string(),
-                resource_names_subscribe: if kind.is_shared() { vec![] } else { vec![self.pod.clone()] },
-                initial_resource_versions: held,
-                ..Default::default()
-            };
+        for req in podmesh_api::subscriptions(&self.pod, |kind| self.versions.get(&kind).cloned().unwrap_or_default()) {
             tx.send(req).await.map_err(|_| "the xDS stream closed".to_string())?;
         }
         let rx = client
