@@ -356,8 +356,7 @@ pub fn certificate_request(data: &[u8]) {
     let (authority, index) = fuzz_ca();
     let Ok(resp) = podmesh_control::certs::sign_for(authority, index, Some(auth), req) else { return };
     let token = auth.strip_prefix("Bearer ").expect("issued without a bearer token");
-    let (ns, name) = authority.verify_token(token).expect("issued for a token the CA did not make");
-    let pod = ObjectKey::new(ns, name);
+    let pod = authority.verify_token(token).expect("issued for a token the CA did not make");
     assert!(resp.pod == pod.to_string());
     let expected = index.proxy_config(&pod).expect("issued for a pod without a sidecar").workload.identity;
     let chain = resp.cert_chain.join("");

@@ -112,7 +112,7 @@ impl Authority {
     }
 
     /// The pod a token was made for, if this CA made it.
-    pub fn verify_token(&self, token: &str) -> Option<(String, String)> {
+    pub fn verify_token(&self, token: &str) -> Option<ObjectKey> {
         let (claim, tag) = token.trim().rsplit_once('/')?;
         let mut parts = claim.split('/');
         let (prefix, ns, name) = (parts.next()?, parts.next()?, parts.next()?);
@@ -120,7 +120,7 @@ impl Authority {
             return None;
         }
         hmac::verify(&self.token_key, claim.as_bytes(), &from_hex(tag)?).ok()?;
-        Some((ns.to_string(), name.to_string()))
+        Some(ObjectKey::new(ns, name))
     }
 
     /// Signs `csr_pem` for `identity`, for `ttl` capped at the default lifetime (0: the default).
@@ -172,7 +172,7 @@ mod tests {
         let a = Authority::open(&dir, "cluster.local", Duration::from_secs(3600)).unwrap();
         let pod = ObjectKey::new("shop", "web-0");
         let t = a.token(&pod);
-        assert_eq!(a.verify_token(&t), Some(("shop".into(), "web-0".into())));
+        assert_eq!(a.verify_token(&t), Some(pod.clone()));
         // Another pod's name with this pod's tag, a cut tag, garbage: refused.
         let forged = t.replace("web-0", "web-1");
         assert_eq!(a.verify_token(&forged), None);
@@ -182,7 +182,7 @@ mod tests {
         // Reopened from the same directory: the same root and the same tokens.
         let b = Authority::open(&dir, "cluster.local", Duration::from_secs(3600)).unwrap();
         assert_eq!(b.trust_anchors(), a.trust_anchors());
-        assert_eq!(b.verify_token(&t), Some(("shop".into(), "web-0".into())));
+        assert_eq!(b.verify_token(&t), Some(pod.clone()));
         // Another state directory: another CA, whose tokens this one refuses.
         let other_dir = dir.join("other");
         let c = Authority::open(&other_dir, "cluster.local", Duration::from_secs(3600)).unwrap();

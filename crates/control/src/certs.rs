@@ -4,8 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use podmesh_api::pb::{CertificateRequest, CertificateResponse, certificate_service_server::CertificateService};
-use podmesh_compute::{ComputeError, Index};
-use podmesh_model::ObjectKey;
+use podmesh_compute::Index;
 use tonic::{Request, Response, Status};
 
 use crate::status::ResultLabel;
@@ -52,18 +51,13 @@ pub fn sign_for(
     let token = authorization.and_then(|v| v.strip_prefix("Bearer ")).ok_or_else(|| {
         Status::unauthenticated("no bootstrap token: send the pod's token as `authorization: Bearer <token>`")
     })?;
-    let (ns, name) = authority
+    let pod = authority
         .verify_token(token)
         .ok_or_else(|| Status::unauthenticated("bootstrap token refused: this control plane's CA did not make it"))?;
-    let pod = ObjectKey::new(ns, name);
-    let identity = match index.proxy_config(&pod) {
-        Ok(c) => c.workload.identity,
-        Err(ComputeError::NoSuchPod(_)) => {
-            return Err(Status::permission_denied(format!("no pod {pod} in the mesh's manifests")));
-        }
-        Err(ComputeError::NotMeshed(_)) => {
-            return Err(Status::permission_denied(format!("pod {pod} has no sidecar, so it gets no identity")));
-        }
+    let identity = match index.pod(&pod) {
+        Some(p) if p.sidecar => index.identity_of(p),
+        Some(_) => return Err(Status::permission_denied(format!("pod {pod} has no sidecar, so it gets no identity"))),
+        None => return Err(Status::permission_denied(format!("no pod {pod} in the mesh's manifests"))),
     };
     let ttl = Duration::from_secs(u64::try_from(req.validity_seconds).unwrap_or(0));
     let chain = authority
