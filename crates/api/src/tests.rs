@@ -480,7 +480,8 @@ fn values_of_the_wrong_shape_are_refused_too() {
                 m.workload.as_mut().unwrap().identity = "spiffe://cluster.local/ns/shop".into();
                 m
             }),
-            "workload.identity: \"spiffe://cluster.local/ns/shop\" is not a SPIFFE identity",
+            "workload.identity: \"spiffe://cluster.local/ns/shop\" is not a mesh SPIFFE identity: its path is not \
+             /ns/<namespace>/sa/<service account>",
         ),
         (
             Kind::Workload,

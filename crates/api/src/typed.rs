@@ -165,18 +165,9 @@ fn key(k: pb::ObjectKey) -> Checked<ObjectKey> {
     Ok(ObjectKey::new(k.namespace, k.name))
 }
 
-/// `spiffe://<trust domain>/ns/<namespace>/sa/<service account>`, every part non-empty: the shape
-/// [`Identity::new`] makes, so the identity is rebuilt to exactly the text received.
+/// A SPIFFE identity of the mesh's shape ([`Identity::parse`]).
 fn identity(s: String) -> Checked<Identity> {
-    let parts: Option<Vec<&str>> = s.strip_prefix("spiffe://").map(|rest| rest.split('/').collect());
-    match parts.as_deref() {
-        Some([td, "ns", ns, "sa", sa]) if !td.is_empty() && !ns.is_empty() && !sa.is_empty() => {
-            Ok(Identity::new(td, ns, sa))
-        }
-        _ => Err(FieldError::new(format!(
-            "{s:?} is not a SPIFFE identity spiffe://<trust domain>/ns/<namespace>/sa/<service account>"
-        ))),
-    }
+    Identity::parse(&s).map_err(|reason| FieldError::new(format!("{s:?} is not a mesh SPIFFE identity: {reason}")))
 }
 
 // ---------------------------------------------------------------- enums

@@ -27,6 +27,24 @@ impl Identity {
         Identity(format!("spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}").into())
     }
 
+    /// Parses `spiffe://<td>/ns/<ns>/sa/<sa>`; the error says what is wrong. Anything else is rejected: the rest of
+    /// the mesh (authorization, metrics labels) reads the namespace and service account out of the identity and
+    /// relies on this shape, with the SPIFFE ID spec's character sets.
+    pub fn parse(uri: &str) -> Result<Identity, &'static str> {
+        let rest = uri.strip_prefix("spiffe://").ok_or("it does not start with spiffe://")?;
+        let parts: Vec<&str> = rest.split('/').collect();
+        let [td, "ns", ns, "sa", sa] = parts.as_slice() else {
+            return Err("its path is not /ns/<namespace>/sa/<service account>");
+        };
+        if !valid_trust_domain(td) {
+            return Err("the trust domain may only hold lowercase letters, digits, `.`, `-` and `_`");
+        }
+        if !valid_segment(ns) || !valid_segment(sa) {
+            return Err("namespace and service account may only hold letters, digits, `.`, `-` and `_`");
+        }
+        Ok(Identity::new(td, ns, sa))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -35,6 +53,16 @@ impl Identity {
     pub fn namespace(&self) -> Option<&str> {
         spiffe_namespace(&self.0)
     }
+}
+
+/// The SPIFFE ID spec's character set for trust domains. Anything wider would let two spellings name one domain.
+pub fn valid_trust_domain(td: &str) -> bool {
+    !td.is_empty() && td.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+}
+
+/// The SPIFFE ID spec's character set for path segments; `.` and `..` are excluded there too.
+fn valid_segment(s: &str) -> bool {
+    !s.is_empty() && s != "." && s != ".." && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 /// The namespace of `spiffe://<trust domain>/ns/<namespace>/sa/<service account>`, for identities held as text

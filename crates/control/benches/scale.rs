@@ -247,9 +247,9 @@ fn ack_times(control: &Control, generation: u64, since: Instant) -> Vec<Duration
         .list()
         .iter()
         .filter_map(|p| {
-            let kinds: Vec<&String> = p.sent.iter().filter(|(_, g)| **g == generation).map(|(k, _)| k).collect();
-            let last = kinds.iter().filter_map(|k| p.acked_at.get(*k)).max()?;
-            (!kinds.is_empty()).then(|| last.saturating_duration_since(since))
+            let sent = p.sent.iter().filter(|(_, g)| **g == generation);
+            let last = sent.filter_map(|(k, _)| p.acked_at.get(k)).max()?;
+            Some(last.saturating_duration_since(since))
         })
         .collect()
 }

@@ -13,7 +13,8 @@ use rustls_pki_types::pem::PemObject;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::Error;
-use crate::spiffe::{parse_identity, valid_trust_domain};
+use crate::spiffe::parse_identity;
+use podmesh_compute::valid_trust_domain;
 
 /// How far back certificates are valid from, so that a peer whose clock is slightly behind ours accepts them.
 const CLOCK_SKEW: Duration = Duration::from_secs(60);

@@ -7,32 +7,9 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::Error;
 
-/// Parses `spiffe://<td>/ns/<ns>/sa/<sa>`. Anything else is rejected: the rest of the mesh (authorization,
-/// metrics labels) reads the namespace and service account out of the identity and relies on this shape.
+/// Parses `spiffe://<td>/ns/<ns>/sa/<sa>` ([`Identity::parse`]), as this crate's error.
 pub fn parse_identity(uri: &str) -> Result<Identity, Error> {
-    let invalid = |reason| Error::InvalidSpiffeId { uri: uri.to_string(), reason };
-    let rest = uri.strip_prefix("spiffe://").ok_or_else(|| invalid("it does not start with spiffe://"))?;
-    let parts: Vec<&str> = rest.split('/').collect();
-    let [td, "ns", ns, "sa", sa] = parts.as_slice() else {
-        return Err(invalid("its path is not /ns/<namespace>/sa/<service account>"));
-    };
-    if !valid_trust_domain(td) {
-        return Err(invalid("the trust domain may only hold lowercase letters, digits, `.`, `-` and `_`"));
-    }
-    if !valid_segment(ns) || !valid_segment(sa) {
-        return Err(invalid("namespace and service account may only hold letters, digits, `.`, `-` and `_`"));
-    }
-    Ok(Identity::new(td, ns, sa))
-}
-
-/// The SPIFFE ID spec's character set for trust domains. Anything wider would let two spellings name one domain.
-pub(crate) fn valid_trust_domain(td: &str) -> bool {
-    !td.is_empty() && td.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
-}
-
-/// The SPIFFE ID spec's character set for path segments; `.` and `..` are excluded there too.
-fn valid_segment(s: &str) -> bool {
-    !s.is_empty() && s != "." && s != ".." && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    Identity::parse(uri).map_err(|reason| Error::InvalidSpiffeId { uri: uri.to_string(), reason })
 }
 
 /// The identity of a leaf certificate: its one URI SAN, which must be a podmesh SPIFFE ID. A second URI SAN
@@ -71,6 +48,7 @@ pub fn peer_identity(chain: &[CertificateDer<'_>]) -> Result<Identity, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use podmesh_compute::valid_trust_domain;
 
     #[test]
     fn parses_the_podmesh_form() {
