@@ -38,7 +38,7 @@ pub struct Shared {
     pub trust_domain: String,
     /// Held while a version is made and published, so versions follow one another.
     pub publishing: tokio::sync::Mutex<()>,
-    /// Streams with a push of more than one response in flight ([`ads::PUSH_CONCURRENCY`]).
+    /// Streams with a push of more than one response in flight ([`ads::push_concurrency`]).
     pub push_slots: Arc<tokio::sync::Semaphore>,
 }
 
@@ -73,7 +73,7 @@ impl Control {
             authority,
             trust_domain,
             publishing: tokio::sync::Mutex::new(()),
-            push_slots: Arc::new(tokio::sync::Semaphore::new(ads::PUSH_CONCURRENCY)),
+            push_slots: Arc::new(tokio::sync::Semaphore::new(ads::push_concurrency())),
         };
         Ok(Control { shared: Arc::new(shared) })
     }

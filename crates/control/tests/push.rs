@@ -1,5 +1,5 @@
 //! Long pushes and push slots: a sidecar's initial config takes many responses, and only
-//! `PUSH_CONCURRENCY` streams have such a push in flight at once. Sidecars that wait for a slot must still get
+//! `push_concurrency()` streams have such a push in flight at once. Sidecars that wait for a slot must still get
 //! their whole config, and every slot must come back once the sidecars have answered.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -10,7 +10,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use podmesh_api::Kind;
 use podmesh_api::xds::{AggregatedDiscoveryServiceClient, DeltaDiscoveryRequest, DeltaDiscoveryResponse};
-use podmesh_control::ads::{MAX_BYTES_PER_RESPONSE, PUSH_CONCURRENCY};
+use podmesh_control::ads::MAX_BYTES_PER_RESPONSE;
 use podmesh_control::{Authority, Control, Version};
 use podmesh_model::Source;
 use podmesh_testkit::synthetic::{dimensions, files, plan};
@@ -83,7 +83,10 @@ async fn sidecars_waiting_for_a_push_slot_all_get_their_whole_config_and_every_s
     assert!(bytes > 4 * MAX_BYTES_PER_RESPONSE, "the config must take several responses: {bytes} bytes");
 
     // All slots but one are taken: the sidecars' long pushes go one at a time.
-    let held = Arc::clone(&control.shared.push_slots).acquire_many_owned(PUSH_CONCURRENCY as u32 - 1).await.unwrap();
+    let held = Arc::clone(&control.shared.push_slots)
+        .acquire_many_owned(control.shared.push_slots.available_permits() as u32 - 1)
+        .await
+        .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let serving = control.clone();
