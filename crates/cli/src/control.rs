@@ -56,16 +56,14 @@ pub struct ProxyStatusArgs {
 }
 
 pub fn control(a: ControlArgs) -> Result<ExitCode> {
-    let (source, first) =
+    let (source, first, cause) =
         FileSource::open(a.files.clone(), Duration::from_millis(a.poll_ms.max(10))).map_err(|e| anyhow!(e))?;
     let ttl = Duration::from_secs(a.cert_ttl_seconds.max(60));
-    let authority = Authority::open(&a.state, &first.cluster.mesh.trust_domain, ttl)?;
-    let control = Control::new(first, authority).map_err(|e| anyhow!(e))?;
-    let snapshot = control.shared.current();
+    let authority = Authority::open(&a.state, &first.mesh.trust_domain, ttl)?;
+    let (pods, services) = (first.pods.len(), first.services.len());
+    let control = Control::new(first, cause, authority).map_err(|e| anyhow!(e))?;
     let summary = format!(
-        "{} pod(s), {} service(s); trust domain {}; CA in {}",
-        snapshot.index.cluster().pods.len(),
-        snapshot.index.cluster().services.len(),
+        "{pods} pod(s), {services} service(s); trust domain {}; CA in {}",
         control.shared.trust_domain,
         a.state.display()
     );

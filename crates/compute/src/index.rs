@@ -19,6 +19,8 @@ use crate::mtls::{Policies, report_workload_conflicts};
 use crate::names::{self, pod_fqdn, service_fqdn};
 use crate::protocol::{self, Protocol, ProtocolFrom};
 
+mod update;
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ComputeError {
     #[error("no pod {0} in the manifests")]
@@ -27,10 +29,16 @@ pub enum ComputeError {
     NotMeshed(ObjectKey),
 }
 
+/// Every map is kept exactly as [`Index::new`] builds it, also after [`Index::update`]: list values are sorted
+/// and hold each key once, and a key whose list would be empty is absent (except `pods_of_service`, which has
+/// every Service). `PartialEq` compares all of it, which is how the tests check that an update and a re-index
+/// agree.
 #[derive(Debug)]
 pub struct Index {
     cluster: Cluster,
     pod_by_ip: FxMap<IpAddr, ObjectKey>,
+    /// Pods by namespace, label name and value: a selector only looks at pods carrying one of its labels.
+    by_label: LabelIndex,
     /// Services that declare ports for a pod: their selector matches it, or their EndpointSlices list it.
     services_of_pod: FxMap<ObjectKey, Vec<ObjectKey>>,
     /// The reverse: pods a Service selects or lists.
@@ -45,6 +53,9 @@ pub struct Index {
     identities: FxMap<ObjectKey, Identity>,
     /// Peer-authentication modes of meshed pods; pods no workload policy selects share their namespace's.
     modes: FxMap<ObjectKey, Arc<PortModes>>,
+    policies: Policies,
+    /// Meshed pods that two workload policies select: the one that applies, and the other (reported).
+    mode_conflicts: FxMap<ObjectKey, (ObjectKey, ObjectKey)>,
     service_by_fqdn: FxMap<String, ObjectKey>,
     /// The VirtualService whose routes a Service's host uses (first by name when several name it).
     vs_of_service: FxMap<ObjectKey, ObjectKey>,
@@ -59,14 +70,137 @@ pub struct Index {
     /// A records: Service FQDNs (ClusterIPs, or ready pod IPs when headless) and per-pod names.
     dns: FxMap<String, Vec<IpAddr>>,
     outbound: Arc<Outbound>,
+    /// Problems found while indexing, but for the workload-policy conflicts (made from `mode_conflicts`).
     diagnostics: Vec<Diagnostic>,
 }
+
+impl Index {
+    /// The parts in which two indexes differ, by field name (empty when equal): what a test reports when an
+    /// update and a re-index disagree.
+    pub fn differing_parts(&self, other: &Index) -> Vec<&'static str> {
+        // Destructured, so a new field cannot be left out of the comparison.
+        let Index {
+            cluster,
+            pod_by_ip,
+            by_label,
+            services_of_pod,
+            pods_of_service,
+            slices_of_service,
+            slices_by_addr,
+            slices_by_pod,
+            pods_by_owner,
+            identities,
+            modes,
+            policies,
+            mode_conflicts,
+            service_by_fqdn,
+            vs_of_service,
+            vs_literal,
+            vs_hosts_of_dest,
+            vs_by_name,
+            dr_of_service,
+            dr_by_name,
+            dns,
+            outbound,
+            diagnostics,
+        } = self;
+        let mut out = Vec::new();
+        if *cluster != other.cluster {
+            out.push("cluster");
+        }
+        if *pod_by_ip != other.pod_by_ip {
+            out.push("pod_by_ip");
+        }
+        if *by_label != other.by_label {
+            out.push("by_label");
+        }
+        if *services_of_pod != other.services_of_pod {
+            out.push("services_of_pod");
+        }
+        if *pods_of_service != other.pods_of_service {
+            out.push("pods_of_service");
+        }
+        if *slices_of_service != other.slices_of_service {
+            out.push("slices_of_service");
+        }
+        if *slices_by_addr != other.slices_by_addr {
+            out.push("slices_by_addr");
+        }
+        if *slices_by_pod != other.slices_by_pod {
+            out.push("slices_by_pod");
+        }
+        if *pods_by_owner != other.pods_by_owner {
+            out.push("pods_by_owner");
+        }
+        if *identities != other.identities {
+            out.push("identities");
+        }
+        if *modes != other.modes {
+            out.push("modes");
+        }
+        if *policies != other.policies {
+            out.push("policies");
+        }
+        if *mode_conflicts != other.mode_conflicts {
+            out.push("mode_conflicts");
+        }
+        if *service_by_fqdn != other.service_by_fqdn {
+            out.push("service_by_fqdn");
+        }
+        if *vs_of_service != other.vs_of_service {
+            out.push("vs_of_service");
+        }
+        if *vs_literal != other.vs_literal {
+            out.push("vs_literal");
+        }
+        if *vs_hosts_of_dest != other.vs_hosts_of_dest {
+            out.push("vs_hosts_of_dest");
+        }
+        if *vs_by_name != other.vs_by_name {
+            out.push("vs_by_name");
+        }
+        if *dr_of_service != other.dr_of_service {
+            out.push("dr_of_service");
+        }
+        if *dr_by_name != other.dr_by_name {
+            out.push("dr_by_name");
+        }
+        if *dns != other.dns {
+            out.push("dns");
+        }
+        if *outbound != other.outbound {
+            out.push("outbound");
+        }
+        if *diagnostics != other.diagnostics {
+            out.push("diagnostics");
+        }
+        out
+    }
+}
+
+impl PartialEq for Index {
+    fn eq(&self, other: &Index) -> bool {
+        self.differing_parts(other).is_empty()
+    }
+}
+
+/// What one Service contributes to the outbound tables ([`Index::service_outbound`]).
+#[derive(Debug, Default)]
+struct ServiceOutbound {
+    clusters: Vec<(ClusterName, Upstream)>,
+    listeners: Vec<(SocketAddr, Listener)>,
+    virtual_hosts: Vec<(ServicePort, VirtualHost)>,
+}
+
+/// namespace → label name → label value → pods (sorted).
+type LabelIndex = FxMap<Arc<str>, FxMap<String, FxMap<String, Vec<ObjectKey>>>>;
 
 impl Index {
     pub fn new(cluster: Cluster) -> Self {
         let mut ix = Index {
             cluster,
             pod_by_ip: FxMap::default(),
+            by_label: FxMap::default(),
             services_of_pod: FxMap::default(),
             pods_of_service: FxMap::default(),
             slices_of_service: FxMap::default(),
@@ -75,6 +209,8 @@ impl Index {
             pods_by_owner: FxMap::default(),
             identities: FxMap::default(),
             modes: FxMap::default(),
+            policies: Policies::default(),
+            mode_conflicts: FxMap::default(),
             service_by_fqdn: FxMap::default(),
             vs_of_service: FxMap::default(),
             vs_literal: BTreeMap::new(),
@@ -104,8 +240,11 @@ impl Index {
     }
 
     /// Problems found while indexing: conflicts resolved deterministically, references to nothing.
-    pub fn diagnostics(&self) -> &[Diagnostic] {
-        &self.diagnostics
+    pub fn diagnostics(&self) -> Vec<Diagnostic> {
+        let mut out = self.diagnostics.clone();
+        let pairs: BTreeSet<(ObjectKey, ObjectKey)> = self.mode_conflicts.values().cloned().collect();
+        report_workload_conflicts(&self.cluster, pairs, &mut out);
+        out
     }
 
     pub fn domain(&self) -> &str {
@@ -151,69 +290,29 @@ impl Index {
 
     fn index_pods_and_services(&mut self) {
         let c = &self.cluster;
+        // In key order, so every list below is sorted as it is built.
         for pod in c.pods.values() {
-            self.pod_by_ip.insert(pod.ip, pod.key.clone());
-            let identity = Identity::new(&c.mesh.trust_domain, &pod.key.namespace, &pod.service_account);
-            self.identities.insert(pod.key.clone(), identity);
-            if let Some(owner) = &pod.owner {
-                let workload = ObjectKey::new(pod.key.namespace.clone(), owner.name.clone());
-                self.pods_by_owner.entry(workload).or_default().push(pod.key.clone());
-            }
-        }
-        // Inverted label index per namespace, so a selector only looks at pods carrying one of its labels.
-        let mut by_label: FxMap<(&str, &str, &str), Vec<&ObjectKey>> = FxMap::default();
-        for pod in c.pods.values() {
-            for (k, v) in &pod.labels {
-                by_label.entry((&pod.key.namespace, k, v)).or_default().push(&pod.key);
-            }
+            add_pod_relations(
+                &mut self.pod_by_ip,
+                &mut self.identities,
+                &mut self.pods_by_owner,
+                &mut self.by_label,
+                c,
+                pod,
+            );
         }
         for slice in c.endpoint_slices.values() {
-            let svc = ObjectKey::new(slice.key.namespace.clone(), slice.service.clone());
-            self.slices_of_service.entry(svc).or_default().push(slice.key.clone());
-            for ep in &slice.endpoints {
-                for addr in &ep.addresses {
-                    self.slices_by_addr.entry(*addr).or_default().push(slice.key.clone());
-                }
-                if let Some(pod) = &ep.pod {
-                    self.slices_by_pod.entry(pod.clone()).or_default().push(slice.key.clone());
-                }
-            }
+            add_slice_relations(&mut self.slices_of_service, &mut self.slices_by_addr, &mut self.slices_by_pod, slice);
         }
-        let mut pods_of: FxMap<ObjectKey, BTreeSet<ObjectKey>> = FxMap::default();
+        let mut pods_of = Vec::with_capacity(c.services.len());
         for svc in c.services.values() {
-            let set = pods_of.entry(svc.key.clone()).or_default();
-            if let Some(sel) = &svc.selector {
-                let smallest = sel
-                    .iter()
-                    .map(|(k, v)| by_label.get(&(&*svc.key.namespace, k.as_str(), v.as_str())))
-                    .min_by_key(|p| p.map_or(0, |v| v.len()));
-                if let Some(Some(candidates)) = smallest {
-                    for key in candidates {
-                        if c.pods.get(*key).is_some_and(|p| selector_matches(sel, &p.labels)) {
-                            set.insert((*key).clone());
-                        }
-                    }
-                }
-            }
-            for slice_key in self.slices_of_service.get(&svc.key).into_iter().flatten() {
-                let Some(slice) = c.endpoint_slices.get(slice_key) else { continue };
-                for ep in &slice.endpoints {
-                    let by_ref = ep.pod.as_ref().filter(|k| c.pods.contains_key(*k)).cloned();
-                    let by_ip = || ep.addresses.iter().find_map(|a| self.pod_by_ip.get(a).cloned());
-                    if let Some(k) = by_ref.or_else(by_ip) {
-                        set.insert(k);
-                    }
-                }
-            }
+            pods_of.push((svc.key.clone(), self.members(svc)));
         }
         for (svc, pods) in pods_of {
             for p in &pods {
                 self.services_of_pod.entry(p.clone()).or_default().push(svc.clone());
             }
-            self.pods_of_service.insert(svc, pods.into_iter().collect());
-        }
-        for list in self.services_of_pod.values_mut() {
-            list.sort();
+            self.pods_of_service.insert(svc, pods);
         }
         for svc in c.services.values() {
             let fqdn = service_fqdn(&svc.key.name, &svc.key.namespace, &c.mesh.cluster_domain);
@@ -221,25 +320,61 @@ impl Index {
         }
     }
 
+    /// The pods a Service declares ports for, sorted: those its selector matches (through the label index), and
+    /// those its EndpointSlices list by targetRef or address.
+    fn members(&self, svc: &Service) -> Vec<ObjectKey> {
+        let c = &self.cluster;
+        let mut set = BTreeSet::new();
+        if let Some(sel) = &svc.selector {
+            let labels = self.by_label.get(&svc.key.namespace);
+            let smallest = sel
+                .iter()
+                .map(|(k, v)| labels.and_then(|l| l.get(k)).and_then(|l| l.get(v)))
+                .min_by_key(|p| p.map_or(0, |v| v.len()));
+            if let Some(Some(candidates)) = smallest {
+                for key in candidates {
+                    if c.pods.get(key).is_some_and(|p| selector_matches(sel, &p.labels)) {
+                        set.insert(key.clone());
+                    }
+                }
+            }
+        }
+        for slice_key in self.slices_of_service.get(&svc.key).into_iter().flatten() {
+            let Some(slice) = c.endpoint_slices.get(slice_key) else { continue };
+            for ep in &slice.endpoints {
+                let by_ref = ep.pod.as_ref().filter(|k| c.pods.contains_key(*k)).cloned();
+                let by_ip = || ep.addresses.iter().find_map(|a| self.pod_by_ip.get(a).cloned());
+                if let Some(k) = by_ref.or_else(by_ip) {
+                    set.insert(k);
+                }
+            }
+        }
+        set.into_iter().collect()
+    }
+
     fn index_modes(&mut self) {
         let c = &self.cluster;
-        let policies = Policies::new(c, &mut self.diagnostics);
-        let mut conflicts = BTreeSet::new();
+        self.policies = Policies::new(c, &mut self.diagnostics);
         let mut per_namespace: FxMap<&str, Arc<PortModes>> = FxMap::default();
         for pod in c.pods.values().filter(|p| p.sidecar) {
             let ns = per_namespace
                 .entry(&*pod.key.namespace)
-                .or_insert_with(|| Arc::new(policies.namespace_modes(c, &pod.key.namespace)));
-            let modes = match policies.workload_modes(c, pod, ns) {
-                Some((modes, conflict)) => {
-                    conflicts.extend(conflict);
-                    Arc::new(modes)
-                }
-                None => Arc::clone(ns),
-            };
+                .or_insert_with(|| Arc::new(self.policies.namespace_modes(c, &pod.key.namespace)));
+            let (modes, conflict) = self.pod_modes(pod, ns);
             self.modes.insert(pod.key.clone(), modes);
+            if let Some(pair) = conflict {
+                self.mode_conflicts.insert(pod.key.clone(), pair);
+            }
         }
-        report_workload_conflicts(c, conflicts, &mut self.diagnostics);
+    }
+
+    /// A meshed pod's modes: a workload policy's, or else its namespace's `ns`; and a second workload policy
+    /// that selects it too (a conflict: the first by name applies).
+    fn pod_modes(&self, pod: &Pod, ns: &Arc<PortModes>) -> (Arc<PortModes>, Option<(ObjectKey, ObjectKey)>) {
+        match self.policies.workload_modes(&self.cluster, pod, ns) {
+            Some((modes, conflict)) => (Arc::new(modes), conflict),
+            None => (Arc::clone(ns), None),
+        }
     }
 
     /// Resolves a host written in an object of namespace `ns` to a Service, as a client in `ns` would.
@@ -374,101 +509,47 @@ impl Index {
     }
 
     fn index_dns(&mut self) {
-        let c = &self.cluster;
-        let domain = &c.mesh.cluster_domain;
         let mut dns = FxMap::default();
-        for svc in c.services.values() {
-            let fqdn = service_fqdn(&svc.key.name, &svc.key.namespace, domain);
-            if !svc.headless {
-                dns.insert(fqdn, svc.cluster_ips.clone());
-                continue;
-            }
-            // Headless: the addresses of its endpoints (ready ones, unless publishNotReadyAddresses).
-            let mut ips: Vec<IpAddr> = Vec::new();
-            for pod in self.pods_of_service(&svc.key) {
-                if pod.ready || svc.publish_not_ready_addresses {
-                    ips.push(pod.ip);
-                    if pod.subdomain.as_deref() == Some(&*svc.key.name) {
-                        let name = pod_fqdn(pod.effective_hostname(), &svc.key.name, &svc.key.namespace, domain);
-                        dns.insert(name, vec![pod.ip]);
-                    }
-                }
-            }
-            ips.sort();
-            dns.insert(fqdn, ips);
+        for svc in self.cluster.services.values() {
+            dns.extend(self.service_dns(svc));
         }
         self.dns = dns;
+    }
+
+    /// The A records one Service makes, in the order they are written: a ClusterIP Service's name, or a headless
+    /// one's per-pod names and then its name with the addresses of its endpoints (ready ones, unless
+    /// publishNotReadyAddresses).
+    fn service_dns(&self, svc: &Service) -> Vec<(String, Vec<IpAddr>)> {
+        let domain = self.domain();
+        let fqdn = service_fqdn(&svc.key.name, &svc.key.namespace, domain);
+        if !svc.headless {
+            return vec![(fqdn, svc.cluster_ips.clone())];
+        }
+        let mut out = Vec::new();
+        let mut ips: Vec<IpAddr> = Vec::new();
+        for pod in self.pods_of_service(&svc.key) {
+            if pod.ready || svc.publish_not_ready_addresses {
+                ips.push(pod.ip);
+                if pod.subdomain.as_deref() == Some(&*svc.key.name) {
+                    let name = pod_fqdn(pod.effective_hostname(), &svc.key.name, &svc.key.namespace, domain);
+                    out.push((name, vec![pod.ip]));
+                }
+            }
+        }
+        ips.sort();
+        out.push((fqdn, ips));
+        out
     }
 
     fn build_outbound(&mut self) -> Outbound {
         let mut out = Outbound::default();
         let mut diags = Vec::new();
-        let domain = self.domain().to_string();
         for svc in self.cluster.services.values() {
-            let fqdn = service_fqdn(&svc.key.name, &svc.key.namespace, &domain);
-            for spec in &svc.ports {
-                let Some((proto, from)) = protocol::of_service_port(spec) else { continue };
-                let subsets = self.subsets_of(&svc.key);
-                let base = ClusterName::new(&fqdn, spec.port, None);
-                let endpoints = self.endpoints(svc, spec);
-                for (subset, labels) in &subsets {
-                    let eps = endpoints
-                        .iter()
-                        .filter(|e| {
-                            e.pod
-                                .as_ref()
-                                .and_then(|k| self.cluster.pods.get(k))
-                                .is_some_and(|p| selector_matches(labels, &p.labels))
-                        })
-                        .cloned()
-                        .collect();
-                    out.clusters.insert(
-                        ClusterName::new(&fqdn, spec.port, Some(subset)),
-                        Upstream {
-                            service: svc.key.clone(),
-                            port: spec.port,
-                            subset: Some(subset.clone()),
-                            protocol: proto,
-                            endpoints: eps,
-                        },
-                    );
-                }
-                out.clusters.insert(
-                    base.clone(),
-                    Upstream { service: svc.key.clone(), port: spec.port, subset: None, protocol: proto, endpoints },
-                );
-                if svc.headless {
-                    // Headless names resolve to pod IPs: clients reach its pods directly (R3.3).
-                    continue;
-                }
-                for ip in &svc.cluster_ips {
-                    out.listeners.insert(
-                        SocketAddr::new(*ip, spec.port.0),
-                        Listener {
-                            service: svc.key.clone(),
-                            port: spec.port,
-                            protocol: proto,
-                            protocol_from: from.clone(),
-                            cluster: base.clone(),
-                        },
-                    );
-                }
-                if proto != Protocol::Tcp {
-                    let mut domains = vec![fqdn.clone()];
-                    domains.extend(svc.cluster_ips.iter().map(|ip| ip.to_string()));
-                    let (routes, vs) =
-                        match self.vs_of_service.get(&svc.key).and_then(|k| self.cluster.virtual_services.get(k)) {
-                            Some(vs) => (self.vs_routes(vs, spec.port, &mut diags), Some(vs.key.clone())),
-                            None => (vec![default_route(base.clone())], None),
-                        };
-                    out.routes.entry(spec.port).or_default().virtual_hosts.push(VirtualHost {
-                        name: format!("{fqdn}:{}", spec.port),
-                        domains,
-                        service: Some(svc.key.clone()),
-                        virtual_service: vs,
-                        routes,
-                    });
-                }
+            let made = self.service_outbound(svc, &mut diags);
+            out.clusters.extend(made.clusters);
+            out.listeners.extend(made.listeners);
+            for (port, vh) in made.virtual_hosts {
+                out.routes.entry(port).or_default().virtual_hosts.push(vh);
             }
         }
         // Literal VirtualService hosts: on every port their destinations (or matches) name.
@@ -493,19 +574,96 @@ impl Index {
             *table = RouteTable::from(std::mem::take(&mut table.virtual_hosts));
         }
         for pod in self.cluster.pods.values() {
-            out.pods.insert(
-                pod.ip,
-                DirectPod {
-                    pod: pod.key.clone(),
-                    workload: pod.workload_name().to_string(),
-                    identity: pod.sidecar.then(|| self.identity_of(pod)),
-                    mtls: self.modes.get(&pod.key).cloned(),
-                },
-            );
+            out.pods.insert(pod.ip, self.direct_pod(pod));
         }
         diags.sort_by(|a, b| (&a.object, &a.field, &a.message).cmp(&(&b.object, &b.field, &b.message)));
         diags.dedup();
         self.diagnostics.extend(diags);
+        out
+    }
+
+    /// A pod's entry in the direct table (R3.3).
+    fn direct_pod(&self, pod: &Pod) -> DirectPod {
+        DirectPod {
+            pod: pod.key.clone(),
+            workload: pod.workload_name().to_string(),
+            identity: pod.sidecar.then(|| self.identity_of(pod)),
+            mtls: self.modes.get(&pod.key).cloned(),
+        }
+    }
+
+    /// What one Service contributes to the outbound tables: a cluster per port and per subset of its
+    /// DestinationRule, a listener per ClusterIP and port, and a virtual host per HTTP port (its route table's).
+    fn service_outbound(&self, svc: &Service, diags: &mut Vec<Diagnostic>) -> ServiceOutbound {
+        let mut out = ServiceOutbound::default();
+        let fqdn = service_fqdn(&svc.key.name, &svc.key.namespace, self.domain());
+        for spec in &svc.ports {
+            let Some((proto, from)) = protocol::of_service_port(spec) else { continue };
+            let subsets = self.subsets_of(&svc.key);
+            let base = ClusterName::new(&fqdn, spec.port, None);
+            let endpoints = self.endpoints(svc, spec);
+            for (subset, labels) in &subsets {
+                let eps = endpoints
+                    .iter()
+                    .filter(|e| {
+                        e.pod
+                            .as_ref()
+                            .and_then(|k| self.cluster.pods.get(k))
+                            .is_some_and(|p| selector_matches(labels, &p.labels))
+                    })
+                    .cloned()
+                    .collect();
+                out.clusters.push((
+                    ClusterName::new(&fqdn, spec.port, Some(subset)),
+                    Upstream {
+                        service: svc.key.clone(),
+                        port: spec.port,
+                        subset: Some(subset.clone()),
+                        protocol: proto,
+                        endpoints: eps,
+                    },
+                ));
+            }
+            out.clusters.push((
+                base.clone(),
+                Upstream { service: svc.key.clone(), port: spec.port, subset: None, protocol: proto, endpoints },
+            ));
+            if svc.headless {
+                // Headless names resolve to pod IPs: clients reach its pods directly (R3.3).
+                continue;
+            }
+            for ip in &svc.cluster_ips {
+                out.listeners.push((
+                    SocketAddr::new(*ip, spec.port.0),
+                    Listener {
+                        service: svc.key.clone(),
+                        port: spec.port,
+                        protocol: proto,
+                        protocol_from: from.clone(),
+                        cluster: base.clone(),
+                    },
+                ));
+            }
+            if proto != Protocol::Tcp {
+                let mut domains = vec![fqdn.clone()];
+                domains.extend(svc.cluster_ips.iter().map(|ip| ip.to_string()));
+                let (routes, vs) =
+                    match self.vs_of_service.get(&svc.key).and_then(|k| self.cluster.virtual_services.get(k)) {
+                        Some(vs) => (self.vs_routes(vs, spec.port, diags), Some(vs.key.clone())),
+                        None => (vec![default_route(base.clone())], None),
+                    };
+                out.virtual_hosts.push((
+                    spec.port,
+                    VirtualHost {
+                        name: format!("{fqdn}:{}", spec.port),
+                        domains,
+                        service: Some(svc.key.clone()),
+                        virtual_service: vs,
+                        routes,
+                    },
+                ));
+            }
+        }
         out
     }
 
@@ -790,45 +948,6 @@ impl Index {
         target_port(pod, &spec.target_port)
     }
 
-    // ------------------------------------------------------------ readiness
-
-    /// The clusters whose endpoints change when `pod`'s readiness becomes `ready` (a readiness probe), each as it
-    /// would be recomputed: its endpoints that list the pod by selector take the new readiness (those of
-    /// EndpointSlices keep the slice's condition; publishNotReadyAddresses keeps them ready). Nothing else in any
-    /// config depends on a pod's readiness, so a control plane can publish this at once, long before a full
-    /// re-index. `None`: no such pod.
-    ///
-    /// `clusters` are the clusters to patch: this index's, or ones already patched by earlier readiness changes.
-    pub fn pod_readiness_patch<'a>(
-        &self,
-        clusters: impl IntoIterator<Item = (&'a ClusterName, &'a Upstream)>,
-        pod: &ObjectKey,
-        ready: bool,
-    ) -> Option<Vec<(ClusterName, Upstream)>> {
-        self.cluster.pods.get(pod)?;
-        let mut out = Vec::new();
-        for (name, up) in clusters {
-            if !up.endpoints.iter().any(|e| e.pod.as_ref() == Some(pod)) {
-                continue;
-            }
-            let fqdn = name.0.rsplit('|').next().unwrap_or_default();
-            let Some(svc) = self.service_by_fqdn.get(fqdn).and_then(|k| self.cluster.services.get(k)) else {
-                continue;
-            };
-            if self.slices_of_service.get(&svc.key).is_some_and(|s| !s.is_empty()) || svc.publish_not_ready_addresses {
-                continue;
-            }
-            let mut patched = up.clone();
-            for e in patched.endpoints.iter_mut().filter(|e| e.pod.as_ref() == Some(pod)) {
-                e.ready = ready;
-            }
-            if patched != *up {
-                out.push((name.clone(), patched));
-            }
-        }
-        Some(out)
-    }
-
     // ------------------------------------------------------------ change impact
 
     /// What a change to `object` (created, edited or deleted) can change in the sidecar configs, judged from this
@@ -1030,4 +1149,65 @@ fn default_route(cluster: ClusterName) -> Route {
 /// A literal host in canonical form (lowercase, no trailing dot).
 fn literal_host(host: &str) -> String {
     host.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// Adds one pod to the relations that hold pods: by address, identity, owner and labels. Lists stay sorted.
+fn add_pod_relations(
+    pod_by_ip: &mut FxMap<IpAddr, ObjectKey>,
+    identities: &mut FxMap<ObjectKey, Identity>,
+    pods_by_owner: &mut FxMap<ObjectKey, Vec<ObjectKey>>,
+    by_label: &mut LabelIndex,
+    c: &Cluster,
+    pod: &Pod,
+) {
+    pod_by_ip.insert(pod.ip, pod.key.clone());
+    identities.insert(pod.key.clone(), Identity::new(&c.mesh.trust_domain, &pod.key.namespace, &pod.service_account));
+    if let Some(owner) = &pod.owner {
+        let workload = ObjectKey::new(pod.key.namespace.clone(), owner.name.clone());
+        sorted_insert(pods_by_owner.entry(workload).or_default(), &pod.key);
+    }
+    let names = by_label.entry(pod.key.namespace.clone()).or_default();
+    for (k, v) in &pod.labels {
+        let values = match names.get_mut(k) {
+            Some(values) => values,
+            None => names.entry(k.clone()).or_default(),
+        };
+        let pods = match values.get_mut(v) {
+            Some(pods) => pods,
+            None => values.entry(v.clone()).or_default(),
+        };
+        sorted_insert(pods, &pod.key);
+    }
+}
+
+/// Adds one EndpointSlice to the relations that hold slices: by Service, address and targetRef.
+fn add_slice_relations(
+    slices_of_service: &mut FxMap<ObjectKey, Vec<ObjectKey>>,
+    slices_by_addr: &mut FxMap<IpAddr, Vec<ObjectKey>>,
+    slices_by_pod: &mut FxMap<ObjectKey, Vec<ObjectKey>>,
+    slice: &podmesh_model::EndpointSlice,
+) {
+    let svc = ObjectKey::new(slice.key.namespace.clone(), slice.service.clone());
+    sorted_insert(slices_of_service.entry(svc).or_default(), &slice.key);
+    for ep in &slice.endpoints {
+        for addr in &ep.addresses {
+            sorted_insert(slices_by_addr.entry(*addr).or_default(), &slice.key);
+        }
+        if let Some(pod) = &ep.pod {
+            sorted_insert(slices_by_pod.entry(pod.clone()).or_default(), &slice.key);
+        }
+    }
+}
+
+/// Inserts `key` into a sorted list unless it is there. Appending in order (as a build does) costs one compare.
+fn sorted_insert<T: Ord + Clone>(list: &mut Vec<T>, key: &T) {
+    match list.last() {
+        Some(last) if last < key => list.push(key.clone()),
+        None => list.push(key.clone()),
+        _ => {
+            if let Err(i) = list.binary_search(key) {
+                list.insert(i, key.clone());
+            }
+        }
+    }
 }

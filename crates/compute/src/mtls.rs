@@ -14,7 +14,7 @@ use podmesh_model::{
 
 use crate::config::{MtlsFrom, PortModes};
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Policies {
     mesh: Option<ObjectKey>,
     namespaces: BTreeMap<Arc<str>, ObjectKey>,

@@ -38,9 +38,10 @@ pub const MAX_RESOURCES_PER_RESPONSE: usize = 1000;
 pub const MAX_BYTES_PER_RESPONSE: usize = 64 << 10;
 /// Responses a stream queues ahead of its sidecar (besides what gRPC and HTTP/2 buffer).
 const QUEUED_RESPONSES: usize = 1;
-/// How many streams may have a push of several responses (a sidecar's initial config, a large change) in flight
-/// at once: two per CPU, at least four. A stream takes a slot for its second response and gives it back when the
-/// sidecar has answered its last, so the slot covers what waits in gRPC, HTTP/2 and TLS buffers too; the others
+/// How many streams may have a push of several responses (a sidecar's initial config, a large change), or of one
+/// response above the byte budget (a large route table), in flight at once: two per CPU, at least four. A stream
+/// takes a slot for its second response (or before its one large response) and gives it back when the sidecar
+/// has answered its last, so the slot covers what waits in gRPC, HTTP/2 and TLS buffers too; the others
 /// wait their turn. What is in flight, and so the control plane's memory, stays bounded however many sidecars
 /// join at once, while the CPUs stay busy: the pushes are CPU-bound (TLS), and more at once only buffer more.
 /// Measured at 30% scale on 2 CPUs (300 sidecars, 2.7 GB): 1 slot 10.0 s and a 271 MiB peak, 4 slots 7.3-8.2 s
@@ -185,13 +186,16 @@ impl Ads {
             Err(e) => return Err(e),
         };
         let pod = node_pod(&first).map_err(Status::invalid_argument)?;
-        let snapshot = self.shared.current();
-        match snapshot.index.pod(&pod) {
+        let identity = {
+            let index = self.shared.index.read();
+            index.pod(&pod).map(|p| index.identity_of(p))
+        };
+        match identity {
             None => return Err(Status::not_found(format!("no pod {pod} in the mesh's manifests"))),
-            Some(p) if snapshot.index.identity_of(p) != peer => {
+            Some(id) if id != peer => {
                 return Err(Status::permission_denied(format!(
                     "pod {pod} runs as {}, but this sidecar's certificate is {}",
-                    snapshot.index.identity_of(p).as_str(),
+                    id.as_str(),
                     peer.as_str()
                 )));
             }
@@ -221,7 +225,7 @@ impl Ads {
             tx,
             sent: BTreeMap::new(),
             workload: None,
-            workload_checked: 0,
+            workload_seen: 0,
             slot: None,
             pending: HashMap::new(),
             nonce: 0,
@@ -282,8 +286,9 @@ struct StreamState {
     sent: BTreeMap<Kind, Arc<Snapshot>>,
     /// The Workload last sent (its version), once subscribed.
     workload: Option<Option<String>>,
-    /// The generation at which the Workload was last computed for this sidecar.
-    workload_checked: u64,
+    /// The last generation whose change to this sidecar's Workload was looked at (the Workload sent is at least
+    /// as new: it is made from the index, which a generation updates before it is published).
+    workload_seen: u64,
     /// A push slot, held until the sidecar answers the response with this nonce (the last of a long push).
     slot: Option<(tokio::sync::OwnedSemaphorePermit, String)>,
     /// Responses not yet answered: nonce → kind, the version sent, and whether it pushed a new generation (whose
@@ -362,9 +367,13 @@ impl StreamState {
     async fn push(&mut self, snapshot: &Arc<Snapshot>) -> Result<(), ()> {
         for kind in Kind::ALL {
             if kind == Kind::Workload {
-                if self.workload.is_some() && self.workload_checked < snapshot.workloads_since {
+                // Made again when this generation may have changed it, or when generations were skipped.
+                let skipped = self.workload_seen + 1 != snapshot.generation;
+                let reached = snapshot.inbound.as_ref().is_none_or(|pods| pods.contains(&self.pod));
+                if self.workload.is_some() && (skipped || reached) {
                     self.push_workload(snapshot, false).await?;
                 }
+                self.workload_seen = self.workload_seen.max(snapshot.generation);
                 continue;
             }
             let Some(old) = self.sent.get(&kind).cloned() else { continue };
@@ -391,8 +400,8 @@ impl StreamState {
 
     /// Sends this sidecar's Workload if it differs from the one it holds (or answers its subscription).
     async fn push_workload(&mut self, snapshot: &Arc<Snapshot>, subscription: bool) -> Result<(), ()> {
-        let current = snapshot.workload(&self.pod);
-        self.workload_checked = snapshot.generation;
+        let current = self.shared.workload(&self.pod);
+        self.workload_seen = self.workload_seen.max(snapshot.generation);
         let had = self.workload.clone().flatten();
         let now = current.as_ref().map(|e| e.version.clone());
         if had == now && !(subscription && had.is_none()) {
@@ -427,8 +436,17 @@ impl StreamState {
                 bytes += e.body_len;
                 resources.push(e.entry.clone());
             }
+            // One response above the byte budget (a resource larger than it: the route table of a port thousands
+            // of Services share) is a long push on its own, and waits for a slot before it is sent.
+            let heavy = bytes > MAX_BYTES_PER_RESPONSE;
+            if heavy && self.slot.is_none() {
+                let permit = Arc::clone(&self.shared.push_slots).acquire_owned().await.map_err(|_| ())?;
+                self.slot = Some((permit, String::new()));
+            }
             let nonce = self.next_nonce();
-            if long && let Some((_, last)) = &mut self.slot {
+            if (long || heavy)
+                && let Some((_, last)) = &mut self.slot
+            {
                 last.clone_from(&nonce);
             }
             self.pending.insert(nonce.clone(), (kind, Arc::clone(snapshot), !subscription));

@@ -34,8 +34,7 @@ impl CertificateService for Certs {
 impl Certs {
     fn sign(&self, req: Request<CertificateRequest>) -> Result<CertificateResponse, Status> {
         let token = req.metadata().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string);
-        let snapshot = self.shared.current();
-        sign_for(&self.shared.authority, &snapshot.index, token.as_deref(), req.into_inner())
+        sign_for(&self.shared.authority, &self.shared.index.read(), token.as_deref(), req.into_inner())
     }
 }
 

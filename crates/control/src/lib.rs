@@ -16,20 +16,25 @@ pub mod status;
 use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::RwLock;
 use podmesh_api::pb::certificate_service_server::CertificateServiceServer;
 use podmesh_compute::Index;
+use podmesh_model::{Cluster, Kind, ObjectKey, ObjectRef};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use authority::{Authority, control_identity};
 pub use snapshot::Snapshot;
-pub use source::{FileSource, Source, Version};
+pub use source::{Change, FileSource, Source, Version};
 pub use status::{Metrics, Proxies, ProxyStatus};
 
 /// What every part of the control plane shares.
 #[derive(Debug)]
 pub struct Shared {
+    /// The index of the cluster as it is now, updated in place by each change (`Index::update`). Streams read
+    /// it to make their sidecar's Workload, the CA to find a pod's identity.
+    pub index: RwLock<Index>,
     pub snapshots: watch::Sender<Arc<Snapshot>>,
     pub proxies: Proxies,
     pub metrics: Metrics,
@@ -47,6 +52,12 @@ impl Shared {
     pub fn current(&self) -> Arc<Snapshot> {
         Arc::clone(&self.snapshots.borrow())
     }
+
+    /// A sidecar's Workload as the index has it now (which may be ahead of the version being served: a stream
+    /// that uses it is never behind).
+    pub fn workload(&self, pod: &ObjectKey) -> Option<Arc<snapshot::Encoded>> {
+        snapshot::workload(&self.index.read(), pod)
+    }
 }
 
 /// A control plane with its first version, ready to serve.
@@ -56,16 +67,18 @@ pub struct Control {
 }
 
 impl Control {
-    /// Indexes the first version. The trust domain is the mesh's (its MeshConfig), which the CA's identities use.
-    pub fn new(first: Version, authority: Authority) -> Result<Control, String> {
-        let trust_domain = first.cluster.mesh.trust_domain.clone();
-        let index = Arc::new(Index::new(first.cluster));
-        let snapshot = Snapshot::build(None, index, authority.trust_anchors(), first.cause);
+    /// Indexes the first version of the cluster (`cause`: where it came from). The trust domain is the mesh's
+    /// (its MeshConfig), which the CA's identities use.
+    pub fn new(first: Cluster, cause: String, authority: Authority) -> Result<Control, String> {
+        let trust_domain = first.mesh.trust_domain.clone();
+        let index = Index::new(first);
+        let snapshot = Snapshot::next(None, &index, None, authority.trust_anchors(), cause);
         let mut registry = Registry::default();
         let metrics = Metrics::new(&mut registry);
         metrics.generation.set(1);
         let (snapshots, _) = watch::channel(Arc::new(snapshot));
         let shared = Shared {
+            index: RwLock::new(index),
             snapshots,
             proxies: Proxies::default(),
             metrics,
@@ -109,15 +122,69 @@ impl Control {
             .map_err(|e| format!("serving gRPC: {e}"))
     }
 
-    /// Applies one version of the cluster: indexes it and publishes the resources that changed.
+    /// Applies a new version of the cluster and publishes the resources it changed; returns the generation that
+    /// carries it (the current one when no object changed).
     pub async fn apply(shared: &Arc<Shared>, version: Version) -> Result<u64, String> {
-        let index = tokio::task::spawn_blocking(move || (Arc::new(Index::new(version.cluster)), version.cause))
-            .await
-            .map_err(|e| format!("indexing failed: {e}"))?;
         let _publishing = shared.publishing.lock().await;
-        let prev = shared.current();
-        Ok(publish(shared, Snapshot::build(Some(&prev), index.0, shared.authority.trust_anchors(), index.1)))
+        apply_off_runtime(shared, version).await
     }
+}
+
+/// `apply_now` on a blocking thread (the caller holds `Shared::publishing`).
+async fn apply_off_runtime(shared: &Arc<Shared>, version: Version) -> Result<u64, String> {
+    let worker = Arc::clone(shared);
+    tokio::task::spawn_blocking(move || apply_now(&worker, version)).await.map_err(|e| format!("indexing failed: {e}"))
+}
+
+/// Applies `version` (the caller holds `Shared::publishing`). Pods, EndpointSlices and most Services are updated
+/// in the index in place and only the resources they reach are re-encoded; other kinds re-index (see
+/// `Index::updates_in_place`). What is left to free (a whole version's objects, an old index) is freed after
+/// the new version is published.
+fn apply_now(shared: &Shared, version: Version) -> u64 {
+    let Version { change, cause } = version;
+    let (mut objects, changed, whole) = match change {
+        Change::Whole(cluster) => {
+            let changed = shared.index.read().cluster().changes(&cluster);
+            (cluster, changed, true)
+        }
+        Change::Objects { objects, changed } => (objects, changed, false),
+    };
+    let prev = shared.current();
+    if changed.is_empty() {
+        return prev.generation;
+    }
+    let anchors = shared.authority.trust_anchors();
+    if shared.index.read().updates_in_place(&changed) {
+        let mut index = shared.index.write();
+        let impact = index.update(&mut objects, &changed);
+        // Streams may read the index again while the resources are encoded.
+        let index = parking_lot::RwLockWriteGuard::downgrade(index);
+        let next = Snapshot::next(Some(&prev), &index, impact.as_ref(), anchors, cause);
+        drop(index);
+        let generation = publish(shared, next);
+        free_later(objects);
+        return generation;
+    }
+    let cluster = if whole {
+        objects
+    } else {
+        let mut cluster = shared.index.read().cluster().clone();
+        cluster.apply_changes(&mut objects, &changed);
+        cluster
+    };
+    let fresh = Index::new(cluster);
+    let next = Snapshot::next(Some(&prev), &fresh, None, anchors, cause);
+    let old = std::mem::replace(&mut *shared.index.write(), fresh);
+    let generation = publish(shared, next);
+    free_later(old);
+    generation
+}
+
+/// Frees a large value (a whole version's objects, an old index: up to a few hundred milliseconds for 100,000
+/// pods) on a thread of its own, so the next version need not wait for it.
+fn free_later<T: Send + 'static>(value: T) {
+    // When no thread can be started, the closure, and the value with it, is dropped here instead.
+    let _ = std::thread::Builder::new().name("podmesh-free".into()).spawn(move || drop(value));
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -129,26 +196,21 @@ impl Drop for AbortOnDrop {
 }
 
 impl Control {
-    /// A pod's readiness changed (its readiness probe, as the runtime reports it): the clusters that list it are
-    /// recomputed from the served tables and published at once, without re-indexing (`Index::pod_readiness_patch`
-    /// is exactly what a re-index would change). The source's next version, which carries readiness too,
-    /// replaces the patch. Returns the generation that carries it.
-    pub async fn set_pod_ready(
-        shared: &Arc<Shared>,
-        pod: &podmesh_model::ObjectKey,
-        ready: bool,
-    ) -> Result<u64, String> {
+    /// A pod's readiness changed (its readiness probe, as the runtime reports it): applied as a change of that
+    /// one Pod, which updates only the clusters that list it. Returns the generation that carries it.
+    pub async fn set_pod_ready(shared: &Arc<Shared>, pod: &ObjectKey, ready: bool) -> Result<u64, String> {
+        // Held from reading the pod to publishing, so no other change to it comes in between.
         let _publishing = shared.publishing.lock().await;
-        let prev = shared.current();
-        let patch = prev
-            .index
-            .pod_readiness_patch(prev.clusters(), pod, ready)
-            .ok_or_else(|| format!("no pod {pod} in the mesh's manifests"))?;
-        if patch.is_empty() {
-            return Ok(prev.generation);
+        let mut objects = Cluster::default();
+        {
+            let index = shared.index.read();
+            let mut p = index.pod(pod).ok_or_else(|| format!("no pod {pod} in the mesh's manifests"))?.clone();
+            p.ready = ready;
+            objects.pods.insert(pod.clone(), p);
         }
         let state = if ready { "ready" } else { "not ready" };
-        Ok(publish(shared, Snapshot::patched(&prev, patch, format!("{pod} {state}"))))
+        let change = Change::Objects { objects, changed: vec![ObjectRef::new(Kind::Pod, pod.clone())] };
+        apply_off_runtime(shared, Version { change, cause: format!("{pod} {state}") }).await
     }
 }
 

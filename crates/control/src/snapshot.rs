@@ -1,8 +1,8 @@
-//! One version of what the control plane serves: the index of the cluster, and every shared resource encoded
-//! once for all sidecars. A new version re-encodes only the resources whose computed value changed and records
-//! which names changed, so each sidecar's stream sends exactly those.
+//! One version of what the control plane serves: every shared resource encoded once for all sidecars, and what
+//! changed since the version before. A new version re-encodes only the resources its change can reach (the
+//! index's `Impact`) and records which of them changed, so each sidecar's stream sends exactly those.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,7 +10,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use podmesh_api::xds::{Any, DeltaDiscoveryResponse};
 use podmesh_api::{Kind, Resource, WorkloadPart, encode, encode_trust_bundle};
-use podmesh_compute::{ClusterName, ComputeError, Index, Outbound, Upstream};
+use podmesh_compute::{ComputeError, DirectPod, Impact, Index, RouteTable};
 use podmesh_model::ObjectKey;
 use prost::Message;
 
@@ -50,8 +50,10 @@ impl Encoded {
     }
 }
 
-/// Resources of one kind by name.
-pub type Named = BTreeMap<String, Arc<Encoded>>;
+/// Resources of one kind by name. A persistent map: versions share all but the entries a change touched, so a
+/// new version of 100,000 direct-pod entries costs the entries changed, not a copy, and an old one is freed as
+/// cheaply.
+pub type Named = imbl::OrdMap<String, Arc<Encoded>>;
 
 /// Names put (new or changed) and removed between two versions of one kind.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -82,112 +84,88 @@ pub fn diff(old: &Named, new: &Named) -> Diff {
 pub struct Snapshot {
     /// Increases by one per version served.
     pub generation: u64,
-    /// The index of the version the source gave. Readiness changes published since ([`Snapshot::patched`]) are
-    /// not in it: they live only in `patched`, and nothing else of a config depends on a pod's readiness.
-    pub index: Arc<Index>,
-    /// Clusters recomputed for readiness changes since the index was made, served instead of the index's.
-    pub patched: Arc<BTreeMap<ClusterName, Upstream>>,
     /// Every shared resource (all kinds but Workload), by kind and name; unchanged kinds are shared between
     /// versions.
     pub shared: BTreeMap<Kind, Arc<Named>>,
     /// What this version changed from the one before it (`generation - 1`), per kind.
     pub changed: BTreeMap<Kind, Diff>,
+    /// The pods whose Workload this version may have changed; `None`: any pod's (a re-index).
+    pub inbound: Option<Arc<BTreeSet<ObjectKey>>>,
     /// What made this version: the files or objects that changed. Named in NACK reports.
     pub cause: String,
     /// When this version was made: push latency is measured from here to each sidecar's ACK.
     pub created: Instant,
-    /// The generation since which every Workload is as in this version: a readiness patch changes none, so a
-    /// stream need not recompute its sidecar's Workload for one.
-    pub workloads_since: u64,
 }
 
 impl Snapshot {
-    /// The first version, or the next after `prev`: resources equal to `prev`'s are shared with it, not re-encoded.
-    pub fn build(prev: Option<&Snapshot>, index: Arc<Index>, trust_anchors: &[String], cause: String) -> Snapshot {
-        let empty = Outbound::default();
-        let old_out: &Outbound = prev.map_or(&empty, |p| p.index.outbound());
-        let old_patched = prev.map(|p| &*p.patched);
+    /// The version after `prev` (or the first) for an index that a change reaching `impact` brought about:
+    /// only the resources `impact` names are encoded and compared (all of them without one: a re-index), and a
+    /// resource whose bytes did not change keeps its encoding and is not sent.
+    pub fn next(
+        prev: Option<&Snapshot>,
+        index: &Index,
+        impact: Option<&Impact>,
+        trust_anchors: &[String],
+        cause: String,
+    ) -> Snapshot {
         let out = index.outbound();
-        let old = |k: Kind| prev.and_then(|p| p.shared.get(&k)).map(|n| &**n);
+        let old = |k: Kind| prev.and_then(|p| p.shared.get(&k)).map_or_else(Arc::default, Arc::clone);
         let mut shared = BTreeMap::new();
-        // A cluster is compared with what was served: the previous version's patch if it had one for it.
-        let old_clusters =
-            |name: &ClusterName| old_patched.and_then(|p| p.get(name)).or_else(|| old_out.clusters.get(name));
-        shared.insert(Kind::Cluster, encode_kind(&out.clusters, old_clusters, old(Kind::Cluster)));
-        shared.insert(Kind::DirectPod, encode_kind(&out.pods, |k| old_out.pods.get(k), old(Kind::DirectPod)));
-        shared.insert(Kind::RouteTable, encode_kind(&out.routes, |k| old_out.routes.get(k), old(Kind::RouteTable)));
-        shared.insert(Kind::Listener, encode_kind(&out.listeners, |k| old_out.listeners.get(k), old(Kind::Listener)));
-        let bundle = Encoded::new(podmesh_api::TRUST_BUNDLE, encode_trust_bundle(trust_anchors.to_vec()));
-        let bundle = match old(Kind::TrustBundle).and_then(|o| o.get(podmesh_api::TRUST_BUNDLE)) {
-            Some(o) if o.version == bundle.version => Arc::clone(o),
-            _ => bundle,
+        let mut changed = BTreeMap::new();
+        let mut record = |kind: Kind, (named, diff): (Arc<Named>, Diff)| {
+            shared.insert(kind, named);
+            changed.insert(kind, diff);
         };
-        shared.insert(Kind::TrustBundle, BTreeMap::from([(podmesh_api::TRUST_BUNDLE.to_string(), bundle)]));
-        let none = Named::new();
-        let changed: BTreeMap<Kind, Diff> =
-            shared.iter().map(|(k, named)| (*k, diff(old(*k).unwrap_or(&none), named))).collect();
-        // A kind that did not change keeps the previous version's map.
-        let shared = shared
-            .into_iter()
-            .map(|(k, named)| match prev.and_then(|p| p.shared.get(&k)) {
-                Some(o) if changed.get(&k).is_some_and(Diff::is_empty) => (k, Arc::clone(o)),
-                _ => (k, Arc::new(named)),
-            })
-            .collect();
-        let generation = prev.map_or(1, |p| p.generation + 1);
-        Snapshot {
-            generation,
-            index,
-            patched: Arc::default(),
-            shared,
-            changed,
-            cause,
-            created: Instant::now(),
-            workloads_since: generation,
-        }
-    }
-
-    /// The next version after `prev` with `patch` (clusters as recomputed for a pod's readiness change, from
-    /// [`Index::pod_readiness_patch`]) applied: only those clusters are re-encoded and sent; the index stays.
-    pub fn patched(prev: &Snapshot, patch: Vec<(ClusterName, Upstream)>, cause: String) -> Snapshot {
-        let mut patched = (*prev.patched).clone();
-        let mut clusters = prev.named(Kind::Cluster).clone();
-        let mut put = Vec::new();
-        for (name, up) in patch {
-            let n = Upstream::name(&name);
-            clusters.insert(n.clone(), Encoded::new(&n, encode(&up)));
-            put.push(n);
-            patched.insert(name, up);
-        }
-        let mut shared = prev.shared.clone();
-        shared.insert(Kind::Cluster, Arc::new(clusters));
-        let mut changed: BTreeMap<Kind, Diff> = shared.keys().map(|k| (*k, Diff::default())).collect();
-        changed.insert(Kind::Cluster, Diff { put, removed: vec![] });
-        Snapshot {
-            generation: prev.generation + 1,
-            index: Arc::clone(&prev.index),
-            patched: Arc::new(patched),
-            shared,
-            changed,
-            cause,
-            created: Instant::now(),
-            workloads_since: prev.workloads_since,
-        }
-    }
-
-    /// Every cluster as served: the index's, or its readiness patch.
-    pub fn clusters(&self) -> impl Iterator<Item = (&ClusterName, &Upstream)> {
-        self.index.outbound().clusters.iter().map(|(n, u)| (n, self.patched.get(n).unwrap_or(u)))
-    }
-
-    /// One sidecar's own resource: its Workload, or `None` when the pod is gone or has no sidecar.
-    pub fn workload(&self, pod: &ObjectKey) -> Option<Arc<Encoded>> {
-        match self.index.proxy_config(pod) {
-            Ok(c) => {
-                let part = WorkloadPart { workload: c.workload, mesh: c.mesh, inbound: c.inbound };
-                Some(Encoded::new(&WorkloadPart::name(pod), encode(&part)))
+        match impact {
+            None => {
+                record(Kind::Cluster, recheck(&old(Kind::Cluster), out.clusters.iter(), None));
+                record(Kind::DirectPod, recheck(&old(Kind::DirectPod), out.pods.iter(), None));
+                record(Kind::RouteTable, recheck(&old(Kind::RouteTable), out.routes.iter(), None));
+                record(Kind::Listener, recheck(&old(Kind::Listener), out.listeners.iter(), None));
             }
-            Err(ComputeError::NoSuchPod(_) | ComputeError::NotMeshed(_)) => None,
+            Some(imp) => {
+                // Clusters are named `outbound|port|subset|fqdn`: those of the Services the impact names, before
+                // (the names served) and after (the index's).
+                let services = &imp.cluster_services;
+                let was = |name: &str| name.rsplit('|').next().is_some_and(|f| services.contains(f));
+                let clusters = old(Kind::Cluster);
+                let gone = clusters.keys().filter(|n| was(n)).cloned().collect();
+                let now = out.clusters.iter().filter(|(n, _)| imp.covers_cluster(n));
+                record(Kind::Cluster, recheck(&clusters, now, Some(gone)));
+                // Listeners are named `ip:port`: those on the impact's ClusterIPs.
+                let ips = &imp.listener_ips;
+                let listeners = old(Kind::Listener);
+                let on = |name: &str| name.parse::<std::net::SocketAddr>().is_ok_and(|a| ips.contains(&a.ip()));
+                let gone = if ips.is_empty() { vec![] } else { listeners.keys().filter(|n| on(n)).cloned().collect() };
+                let now = out.listeners.iter().filter(|(a, _)| ips.contains(&a.ip()));
+                record(Kind::Listener, recheck(&listeners, now, Some(gone)));
+                let tables = old(Kind::RouteTable);
+                let gone = imp.route_tables.iter().map(<RouteTable as Resource>::name).collect();
+                let now = imp.route_tables.iter().filter_map(|p| out.routes.get_key_value(p));
+                record(Kind::RouteTable, recheck(&tables, now, Some(gone)));
+                let pods = old(Kind::DirectPod);
+                let gone = imp.pods.iter().map(<DirectPod as Resource>::name).collect();
+                let now = imp.pods.iter().filter_map(|ip| out.pods.get_key_value(ip));
+                record(Kind::DirectPod, recheck(&pods, now, Some(gone)));
+            }
+        }
+        let bundle = Encoded::new(podmesh_api::TRUST_BUNDLE, encode_trust_bundle(trust_anchors.to_vec()));
+        let bundles = old(Kind::TrustBundle);
+        let diff = match bundles.get(podmesh_api::TRUST_BUNDLE) {
+            Some(o) if o.version == bundle.version => (bundles, Diff::default()),
+            _ => (
+                Arc::new(Named::unit(podmesh_api::TRUST_BUNDLE.to_string(), bundle)),
+                Diff { put: vec![podmesh_api::TRUST_BUNDLE.to_string()], removed: vec![] },
+            ),
+        };
+        record(Kind::TrustBundle, diff);
+        Snapshot {
+            generation: prev.map_or(1, |p| p.generation + 1),
+            shared,
+            changed,
+            inbound: impact.map(|i| Arc::new(i.inbound.clone())),
+            cause,
+            created: Instant::now(),
         }
     }
 
@@ -201,84 +179,138 @@ impl Snapshot {
     }
 }
 
-/// The resources of one kind: entries equal to the previous version's reuse its encoding.
-fn encode_kind<'a, V: PartialEq + Resource + 'a>(
-    new: &BTreeMap<V::Key, V>,
-    old: impl Fn(&V::Key) -> Option<&'a V>,
-    old_encoded: Option<&Named>,
-) -> Named {
-    let mut out = Named::new();
-    for (k, v) in new {
-        let n = V::name(k);
-        let reuse = old(k).filter(|o| *o == v).and_then(|_| old_encoded?.get(&n));
-        let e = match reuse {
-            Some(e) => Arc::clone(e),
-            None => Encoded::new(&n, encode(v)),
-        };
-        out.insert(n, e);
+/// One sidecar's own resource: its Workload, or `None` when the pod is gone or has no sidecar.
+pub fn workload(index: &Index, pod: &ObjectKey) -> Option<Arc<Encoded>> {
+    match index.proxy_config(pod) {
+        Ok(c) => {
+            let part = WorkloadPart { workload: c.workload, mesh: c.mesh, inbound: c.inbound };
+            Some(Encoded::new(&WorkloadPart::name(pod), encode(&part)))
+        }
+        Err(ComputeError::NoSuchPod(_) | ComputeError::NotMeshed(_)) => None,
     }
-    out
+}
+
+/// The resources of one kind after a change: `now` are the resources to check as they are now, and `gone` the
+/// names to check that may have been there before (`None`: every resource is in `now`, so any other name is
+/// gone). Each is encoded and
+/// compared with what `old` holds by version; unchanged ones keep their encoding. `old` itself is returned when
+/// nothing changed.
+fn recheck<'a, V: Resource + 'a>(
+    old: &Arc<Named>,
+    now: impl Iterator<Item = (&'a V::Key, &'a V)>,
+    gone: Option<Vec<String>>,
+) -> (Arc<Named>, Diff) {
+    let mut seen = BTreeSet::new();
+    let mut put = Vec::new();
+    for (key, value) in now {
+        let name = V::name(key);
+        let e = Encoded::new(&name, encode(value));
+        seen.insert(name.clone());
+        match old.get(&name) {
+            Some(o) if o.version == e.version => {}
+            _ => put.push((name, e)),
+        }
+    }
+    let mut removed: Vec<String> = match gone {
+        None => old.keys().filter(|n| !seen.contains(*n)).cloned().collect(),
+        Some(names) => names.into_iter().filter(|n| old.contains_key(n) && !seen.contains(n)).collect(),
+    };
+    if put.is_empty() && removed.is_empty() {
+        return (Arc::clone(old), Diff::default());
+    }
+    let mut named = (**old).clone();
+    for n in &removed {
+        named.remove(n);
+    }
+    put.sort_by(|a, b| a.0.cmp(&b.0));
+    removed.sort();
+    let mut diff = Diff { put: Vec::with_capacity(put.len()), removed };
+    for (name, e) in put {
+        diff.put.push(name.clone());
+        named.insert(name, e);
+    }
+    (Arc::new(named), diff)
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+    use podmesh_model::Cluster;
+
     use super::*;
 
-    fn quickstart() -> podmesh_model::Cluster {
+    fn quickstart() -> Cluster {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/quickstart");
         podmesh_model::load(&[podmesh_model::Source::Path(root)]).unwrap().cluster
     }
 
-    #[test]
-    fn a_new_generation_re_encodes_and_names_only_what_changed() {
+    fn versions(s: &Snapshot) -> BTreeMap<Kind, BTreeMap<String, String>> {
+        s.shared.iter().map(|(k, n)| (*k, n.iter().map(|(n, e)| (n.clone(), e.version.clone())).collect())).collect()
+    }
+
+    /// Applies `edit` as an in-place update and as a re-index: both versions serve the same resources, and the
+    /// update names exactly what differs from the version before.
+    fn check(edit: impl Fn(&mut Cluster)) -> Snapshot {
         let cluster = quickstart();
-        let first = Snapshot::build(None, Arc::new(Index::new(cluster.clone())), &[], "start".into());
-        // Nothing changed: nothing is named, and every resource is the same allocation.
-        let same = Snapshot::build(Some(&first), Arc::new(Index::new(cluster.clone())), &[], "again".into());
-        assert!(same.changed.values().all(Diff::is_empty), "{:?}", same.changed);
-        assert_eq!(same.generation, 2);
-        // One web pod turns not ready: its Services' clusters change, and its direct-pod entry; nothing else.
-        let mut changed = cluster;
-        let web = changed.pods.keys().find(|k| k.name.starts_with("web-")).unwrap().clone();
-        assert!(changed.set_pod_ready(&web, false));
-        let next = Snapshot::build(Some(&same), Arc::new(Index::new(changed)), &[], "web not ready".into());
-        let names = |k: Kind| next.changed[&k].put.clone();
+        let mut ix = Index::new(cluster.clone());
+        let first = Snapshot::next(None, &ix, None, &[], "start".into());
+        let mut after = cluster;
+        edit(&mut after);
+        let changed = ix.cluster().changes(&after);
+        let full = Snapshot::next(Some(&first), &Index::new(after.clone()), None, &[], "re-index".into());
+        let imp = ix.update(&mut after, &changed).expect("an in-place change");
+        let next = Snapshot::next(Some(&first), &ix, Some(&imp), &[], "update".into());
+        assert_eq!(versions(&next), versions(&full));
+        assert_eq!(next.changed, full.changed);
+        assert_eq!(next.generation, 2);
+        next
+    }
+
+    #[test]
+    fn an_update_re_encodes_and_names_only_what_changed() {
+        let web = |c: &Cluster| c.pods.keys().find(|k| k.name.starts_with("web-")).unwrap().clone();
+        // One web pod turns not ready: its Services' clusters change; nothing else.
+        let next = check(|c| {
+            let pod = web(c);
+            assert!(c.set_pod_ready(&pod, false));
+        });
         assert_eq!(
-            names(Kind::Cluster),
+            next.changed[&Kind::Cluster].put,
             vec![
                 "outbound|7000||web.shop.svc.cluster.local".to_string(),
                 "outbound|80||web.shop.svc.cluster.local".into()
             ]
         );
-        for k in [Kind::Listener, Kind::RouteTable, Kind::TrustBundle] {
+        for k in [Kind::Listener, Kind::RouteTable, Kind::TrustBundle, Kind::DirectPod] {
             assert!(next.changed[&k].is_empty(), "{k}: {:?}", next.changed[&k]);
         }
-        assert!(next.changed.values().all(|d| d.removed.is_empty()));
-        let unchanged = "outbound|80||legacy.shop.svc.cluster.local";
-        assert!(Arc::ptr_eq(&same.named(Kind::Cluster)[unchanged], &next.named(Kind::Cluster)[unchanged]));
+        // Its own Workload is the only one that may have changed.
+        assert_eq!(next.inbound.as_deref().map(|s| s.len()), Some(1));
+
+        // The pod deleted: its direct entry goes too.
+        let next = check(|c| {
+            let pod = web(c);
+            c.pods.remove(&pod);
+        });
+        assert_eq!(next.changed[&Kind::DirectPod].removed.len(), 1);
+        assert_eq!(next.changed[&Kind::Cluster].put.len(), 2);
+        // A Service without VirtualServices edited: its listener and route tables change with it.
+        let next = check(|c| {
+            let echo = c.services.values_mut().find(|s| &*s.key.name == "echo").unwrap();
+            echo.ports[0].port = podmesh_model::ServicePort(echo.ports[0].port.0 + 1);
+        });
+        assert!(!next.changed[&Kind::Listener].put.is_empty());
     }
 
     #[test]
-    fn a_readiness_patch_is_what_the_next_full_version_serves_so_it_sends_nothing_more() {
-        let cluster = quickstart();
-        let first = Snapshot::build(None, Arc::new(Index::new(cluster.clone())), &[], "start".into());
-        let web = cluster.pods.keys().find(|k| k.name.starts_with("web-")).unwrap().clone();
-        // Not ready, then ready again, then not ready: each a patch on what is served.
-        let mut s = first;
-        let mut flipped = cluster.clone();
-        for ready in [false, true, false] {
-            let patch = s.index.pod_readiness_patch(s.clusters(), &web, ready).unwrap();
-            assert_eq!(patch.len(), 2, "ready={ready}: both web clusters");
-            s = Snapshot::patched(&s, patch, format!("web ready={ready}"));
-            assert_eq!(s.changed[&Kind::Cluster].put.len(), 2);
-            assert!(s.changed.iter().filter(|(k, _)| **k != Kind::Cluster).all(|(_, d)| d.is_empty()));
-            flipped.set_pod_ready(&web, ready);
+    fn nothing_changed_shares_every_resource() {
+        let ix = Index::new(quickstart());
+        let first = Snapshot::next(None, &ix, None, &[], "start".into());
+        let same = Snapshot::next(Some(&first), &Index::new(quickstart()), None, &[], "again".into());
+        assert!(same.changed.values().all(Diff::is_empty), "{:?}", same.changed);
+        for (k, named) in &same.shared {
+            assert!(Arc::ptr_eq(named, &first.shared[k]), "{k}");
         }
-        // The source's next version has the pod not ready too: nothing differs from what was served.
-        let full = Snapshot::build(Some(&s), Arc::new(Index::new(flipped)), &[], "full".into());
-        assert!(full.changed.values().all(Diff::is_empty), "{:?}", full.changed);
-        assert!(full.patched.is_empty());
     }
 }

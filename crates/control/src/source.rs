@@ -1,18 +1,28 @@
 //! Where the cluster comes from. One trait, [`Source`]: the file source (directories of manifests, the embedded
-//! default) now, the Kubernetes API later. Each yields whole versions of the cluster; the control plane works
-//! out what changed in the sidecar configs.
+//! default) now, the Kubernetes API later. A source yields each new version either whole (the file source
+//! re-reads its files; the control plane works out which objects changed) or as the objects that changed (as a
+//! watch reports them).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use podmesh_model::{Cluster, Source as ManifestSource};
+use podmesh_model::{Cluster, ObjectRef, Source as ManifestSource};
 
-/// A version of the cluster and what made it (named in logs and in NACK reports).
+/// A new version of the cluster and what made it (named in logs and in NACK reports).
 #[derive(Debug)]
 pub struct Version {
-    pub cluster: Cluster,
+    pub change: Change,
     pub cause: String,
+}
+
+#[derive(Debug)]
+pub enum Change {
+    /// The whole cluster as it is now.
+    Whole(Cluster),
+    /// Only the objects that changed: `objects` holds their new versions, and one that `changed` names but
+    /// `objects` does not hold was deleted.
+    Objects { objects: Cluster, changed: Vec<ObjectRef> },
 }
 
 pub trait Source: Send {
@@ -36,13 +46,14 @@ pub struct FileSource {
 type Stamps = BTreeMap<PathBuf, (SystemTime, u64, u64)>;
 
 impl FileSource {
-    /// Reads the manifests once: the first version, and the source that watches for the next.
-    pub fn open(paths: Vec<PathBuf>, interval: Duration) -> Result<(FileSource, Version), String> {
+    /// Reads the manifests once: the first version (the cluster and where it came from), and the source that
+    /// watches for the next.
+    pub fn open(paths: Vec<PathBuf>, interval: Duration) -> Result<(FileSource, Cluster, String), String> {
         let seen = stamps(&paths);
         let texts = seen.keys().filter_map(|p| Some((p.clone(), std::fs::read_to_string(p).ok()?))).collect();
         let cluster = load(&paths)?;
         let cause = format!("start: {}", paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
-        Ok((FileSource { paths, interval, seen, texts }, Version { cluster, cause }))
+        Ok((FileSource { paths, interval, seen, texts }, cluster, cause))
     }
 }
 
@@ -72,7 +83,7 @@ impl Source for FileSource {
             let loaded = tokio::task::spawn_blocking(move || load(&paths)).await;
             let cause = changed.join("; ");
             return Some(match loaded {
-                Ok(Ok(cluster)) => Ok(Version { cluster, cause }),
+                Ok(Ok(cluster)) => Ok(Version { change: Change::Whole(cluster), cause }),
                 Ok(Err(e)) => Err(format!("after {cause}: {e}")),
                 Err(e) => Err(format!("after {cause}: loading failed: {e}")),
             });

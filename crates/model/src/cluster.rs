@@ -8,11 +8,57 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::diag::Origin;
-use crate::keys::ObjectKey;
+use crate::keys::{Kind, ObjectKey, ObjectRef};
 use crate::mesh::MeshConfig;
 use crate::net::{ServicePort, TargetPort};
 
 pub type Labels = BTreeMap<String, String>;
+
+/// Moves `key`'s value (or its absence) from `from` into `to`.
+fn move_object<K: Ord + Clone, V>(to: &mut BTreeMap<K, V>, from: &mut BTreeMap<K, V>, key: &K) {
+    match from.remove(key) {
+        Some(v) => {
+            to.insert(key.clone(), v);
+        }
+        None => {
+            to.remove(key);
+        }
+    }
+}
+
+/// Appends the keys whose values differ between `old` and `new` (present in one only, or unequal), in key order.
+fn changed<K: Ord, V: PartialEq>(
+    old: &BTreeMap<K, V>,
+    new: &BTreeMap<K, V>,
+    reference: impl Fn(&K) -> ObjectRef,
+    out: &mut Vec<ObjectRef>,
+) {
+    let (mut a, mut b) = (old.iter().peekable(), new.iter().peekable());
+    loop {
+        let step = match (a.peek(), b.peek()) {
+            (None, None) => return,
+            (Some((ka, _)), None) => (std::cmp::Ordering::Less, *ka),
+            (None, Some((kb, _))) => (std::cmp::Ordering::Greater, *kb),
+            (Some((ka, _)), Some((kb, _))) => (ka.cmp(kb), if ka <= kb { *ka } else { *kb }),
+        };
+        match step {
+            (std::cmp::Ordering::Less, k) => {
+                out.push(reference(k));
+                a.next();
+            }
+            (std::cmp::Ordering::Greater, k) => {
+                out.push(reference(k));
+                b.next();
+            }
+            (std::cmp::Ordering::Equal, k) => {
+                let (Some((_, va)), Some((_, vb))) = (a.next(), b.next()) else { return };
+                if va != vb {
+                    out.push(reference(k));
+                }
+            }
+        }
+    }
+}
 
 /// True when every `key: value` of `selector` is among `labels` (Kubernetes' matchLabels). An empty selector
 /// matches everything, as in Kubernetes.
@@ -22,7 +68,7 @@ pub fn selector_matches(selector: &Labels, labels: &Labels) -> bool {
 
 /// Everything podmesh knows about a cluster at one moment. Maps are keyed by `namespace/name`, so iteration order
 /// — and therefore everything computed from a `Cluster` — does not depend on the order manifests were loaded in.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Cluster {
     pub mesh: MeshConfig,
     pub namespaces: BTreeMap<String, Namespace>,
@@ -47,6 +93,75 @@ impl Cluster {
         }
     }
 
+    /// The objects that differ between this version and `next`: added, edited (any field, its origin included)
+    /// or deleted, each once, by kind. What a watch of the API server would report between the two; a control
+    /// plane applies exactly these to its index.
+    pub fn changes(&self, next: &Cluster) -> Vec<ObjectRef> {
+        let mut out = Vec::new();
+        if self.mesh != next.mesh {
+            out.push(ObjectRef::new(Kind::MeshConfig, ObjectKey::new("", "mesh")));
+        }
+        let namespace = |name: &String| ObjectKey::new(name.clone(), name.clone());
+        changed(&self.namespaces, &next.namespaces, |n| ObjectRef::new(Kind::Namespace, namespace(n)), &mut out);
+        changed(&self.services, &next.services, |k| ObjectRef::new(Kind::Service, k.clone()), &mut out);
+        changed(&self.pods, &next.pods, |k| ObjectRef::new(Kind::Pod, k.clone()), &mut out);
+        let workload_kind = |k: &ObjectKey| {
+            let w = next.workloads.get(k).or_else(|| self.workloads.get(k));
+            match w.map(|w| w.kind) {
+                Some(WorkloadKind::StatefulSet) => Kind::StatefulSet,
+                _ => Kind::Deployment,
+            }
+        };
+        changed(&self.workloads, &next.workloads, |k| ObjectRef::new(workload_kind(k), k.clone()), &mut out);
+        changed(
+            &self.endpoint_slices,
+            &next.endpoint_slices,
+            |k| ObjectRef::new(Kind::EndpointSlice, k.clone()),
+            &mut out,
+        );
+        changed(
+            &self.virtual_services,
+            &next.virtual_services,
+            |k| ObjectRef::new(Kind::VirtualService, k.clone()),
+            &mut out,
+        );
+        changed(
+            &self.destination_rules,
+            &next.destination_rules,
+            |k| ObjectRef::new(Kind::DestinationRule, k.clone()),
+            &mut out,
+        );
+        changed(
+            &self.peer_authentications,
+            &next.peer_authentications,
+            |k| ObjectRef::new(Kind::PeerAuthentication, k.clone()),
+            &mut out,
+        );
+        out
+    }
+
+    /// Makes the objects `changed` names as they are in `from`, moving them out of it: one absent from `from` is
+    /// deleted here. `from` may be a whole version of the cluster or hold just the changed objects (as a watch
+    /// event carries them); a MeshConfig change copies `from`'s.
+    pub fn apply_changes(&mut self, from: &mut Cluster, changed: &[ObjectRef]) {
+        for o in changed {
+            let key = &o.key;
+            match o.kind {
+                Kind::MeshConfig => self.mesh = from.mesh.clone(),
+                Kind::Namespace => move_object(&mut self.namespaces, &mut from.namespaces, &key.name.to_string()),
+                Kind::Service => move_object(&mut self.services, &mut from.services, key),
+                Kind::Pod => move_object(&mut self.pods, &mut from.pods, key),
+                Kind::Deployment | Kind::StatefulSet => move_object(&mut self.workloads, &mut from.workloads, key),
+                Kind::EndpointSlice => move_object(&mut self.endpoint_slices, &mut from.endpoint_slices, key),
+                Kind::VirtualService => move_object(&mut self.virtual_services, &mut from.virtual_services, key),
+                Kind::DestinationRule => move_object(&mut self.destination_rules, &mut from.destination_rules, key),
+                Kind::PeerAuthentication => {
+                    move_object(&mut self.peer_authentications, &mut from.peer_authentications, key)
+                }
+            }
+        }
+    }
+
     /// The pods a workload (Deployment or StatefulSet) owns, in name order.
     pub fn pods_of(&self, workload: &ObjectKey) -> impl Iterator<Item = &Pod> {
         self.pods.values().filter(move |p| {
@@ -55,7 +170,7 @@ impl Cluster {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Namespace {
     pub name: String,
     pub labels: Labels,
@@ -65,7 +180,7 @@ pub struct Namespace {
 
 // ---------------------------------------------------------------- Service
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Service {
     pub key: ObjectKey,
     pub labels: Labels,
@@ -123,7 +238,7 @@ pub enum L4Protocol {
 
 // ---------------------------------------------------------------- Pod and workloads
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pod {
     pub key: ObjectKey,
     pub labels: Labels,
@@ -199,7 +314,7 @@ pub struct Owner {
 }
 
 /// A Deployment or StatefulSet, kept after its pods are expanded (for `check` and for owner lookups).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Workload {
     pub kind: WorkloadKind,
     pub key: ObjectKey,
@@ -211,7 +326,7 @@ pub struct Workload {
 
 // ---------------------------------------------------------------- EndpointSlice
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EndpointSlice {
     pub key: ObjectKey,
     /// The Service it belongs to (label `kubernetes.io/service-name`), in the slice's namespace.
@@ -240,7 +355,7 @@ pub struct SlicePort {
 
 // ---------------------------------------------------------------- Istio
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VirtualService {
     pub key: ObjectKey,
     /// Hosts as written; short names are relative to the VirtualService's namespace.
@@ -361,7 +476,7 @@ pub struct WeightedDestination {
     pub weight: u32,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DestinationRule {
     pub key: ObjectKey,
     pub host: String,
@@ -393,7 +508,7 @@ impl fmt::Display for MtlsMode {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerAuthentication {
     pub key: ObjectKey,
     /// None: applies to the whole namespace (or the mesh, in the root namespace).

@@ -107,10 +107,10 @@ impl ControlPlane {
         ttl: Duration,
         listener: TcpListener,
     ) -> (podmesh_control::Control, JoinHandle<()>) {
-        let (source, first) =
+        let (source, first, cause) =
             podmesh_control::FileSource::open(vec![manifests.to_path_buf()], Duration::from_millis(50)).unwrap();
         let authority = podmesh_control::Authority::open(state, "cluster.local", ttl).unwrap();
-        let control = podmesh_control::Control::new(first, authority).unwrap();
+        let control = podmesh_control::Control::new(first, cause, authority).unwrap();
         let serving = control.clone();
         let task = tokio::spawn(async move {
             serving.serve(listener, None, source, std::future::pending()).await.unwrap();

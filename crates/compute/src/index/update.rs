@@ -1,0 +1,298 @@
+//! Incremental indexing: [`Index::update`] applies the objects that changed between two versions of the cluster
+//! in place, touching only the relations, DNS records and outbound resources they reach. After it, the index is
+//! equal (`==`) to [`Index::new`] of the new cluster; `tests/update.rs` checks this for random sequences of
+//! changes.
+//!
+//! Each change is applied in three steps: the old objects' contributions are retracted (using the relations as
+//! they were), the objects are replaced, and the new contributions are added. What is retracted and re-added is
+//! decided up front as a set of "dirty" Services: those whose members, endpoints or records can differ.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use podmesh_model::{Cluster, Kind, ObjectKey, ObjectRef, ServicePort, selector_matches};
+
+use super::{Impact, Index, add_pod_relations, add_slice_relations, sorted_insert};
+use crate::config::{ClusterName, Outbound, RouteTable};
+use crate::names::service_fqdn;
+
+impl Index {
+    /// Whether [`Index::update`] applies these changes in place. Pods, Deployments, StatefulSets and
+    /// EndpointSlices always are, and Services that no VirtualService or DestinationRule names. A change to the
+    /// MeshConfig, a Namespace, a PeerAuthentication, a VirtualService or a DestinationRule, or to a Service that
+    /// one names, can reach every sidecar's routes or modes: those are re-indexed (as Istio makes a full push
+    /// for them, and an incremental one only for endpoints).
+    pub fn updates_in_place(&self, changed: &[ObjectRef]) -> bool {
+        changed.iter().all(|o| match o.kind {
+            Kind::Pod | Kind::Deployment | Kind::StatefulSet | Kind::EndpointSlice => true,
+            Kind::Service => {
+                let fqdn = service_fqdn(&o.key.name, &o.key.namespace, self.domain());
+                !self.vs_by_name.contains_key(&fqdn) && !self.dr_by_name.contains_key(&fqdn)
+            }
+            Kind::Namespace | Kind::VirtualService | Kind::DestinationRule | Kind::PeerAuthentication => false,
+            Kind::MeshConfig => false,
+        })
+    }
+
+    /// Applies `changed` — the objects that differ between this index's cluster and `next`
+    /// ([`Cluster::changes`]) — in place, moving the new versions of those objects out of `next`. Returns what
+    /// the change can reach in the sidecar configs (the impact before and after, merged), or `None`, with
+    /// nothing touched, when [`Index::updates_in_place`] says a re-index is needed.
+    pub fn update(&mut self, next: &mut Cluster, changed: &[ObjectRef]) -> Option<Impact> {
+        if !self.updates_in_place(changed) {
+            return None;
+        }
+        let mut imp = Impact::default();
+        for o in changed {
+            imp.merge(self.impact(o));
+        }
+        let keys = |kind: Kind| -> Vec<ObjectKey> {
+            changed.iter().filter(|o| o.kind == kind).map(|o| o.key.clone()).collect()
+        };
+        let (pods, services, slices) = (keys(Kind::Pod), keys(Kind::Service), keys(Kind::EndpointSlice));
+        let services: BTreeSet<ObjectKey> = services.into_iter().collect();
+        let dirty = self.dirty_services(next, &pods, &services, &slices);
+        let mut outbound = std::mem::take(&mut self.outbound);
+        let out = Arc::make_mut(&mut outbound);
+
+        // 1. Retract what the old objects contributed.
+        for s in &dirty {
+            self.retract_service(s, services.contains(s), out);
+        }
+        for p in &pods {
+            self.retract_pod(p, out);
+        }
+        for l in &slices {
+            self.retract_slice(l);
+        }
+
+        // 2. Replace the objects.
+        self.cluster.apply_changes(next, changed);
+
+        // 3. Add what the new objects contribute: slices and pods first, as members and endpoints come from them.
+        for l in &slices {
+            if let Some(slice) = self.cluster.endpoint_slices.get(l) {
+                add_slice_relations(
+                    &mut self.slices_of_service,
+                    &mut self.slices_by_addr,
+                    &mut self.slices_by_pod,
+                    slice,
+                );
+            }
+        }
+        for p in &pods {
+            self.add_pod(p, out);
+        }
+        let mut tables = BTreeSet::new();
+        for s in &dirty {
+            self.add_service(s, services.contains(s), out, &mut tables);
+        }
+        for port in tables {
+            if let Some(table) = out.routes.get_mut(&port) {
+                if table.virtual_hosts.is_empty() {
+                    out.routes.remove(&port);
+                } else {
+                    *table = RouteTable::from(std::mem::take(&mut table.virtual_hosts));
+                }
+            }
+        }
+        self.outbound = outbound;
+        for o in changed {
+            imp.merge(self.impact(o));
+        }
+        Some(imp)
+    }
+
+    /// The Services whose members, endpoints, DNS records or outbound resources the change can alter: the
+    /// changed Services; those of changed EndpointSlices (before and after); for a changed pod, the Services
+    /// that declare ports for it now, those whose selector matches its new labels, and those whose slices list
+    /// its old or new address or its name.
+    fn dirty_services(
+        &self,
+        next: &Cluster,
+        pods: &[ObjectKey],
+        services: &BTreeSet<ObjectKey>,
+        slices: &[ObjectKey],
+    ) -> BTreeSet<ObjectKey> {
+        let mut dirty = services.clone();
+        for l in slices {
+            for slice in [self.cluster.endpoint_slices.get(l), next.endpoint_slices.get(l)].into_iter().flatten() {
+                dirty.insert(ObjectKey::new(slice.key.namespace.clone(), slice.service.clone()));
+            }
+        }
+        for p in pods {
+            dirty.extend(self.services_of_pod.get(p).into_iter().flatten().cloned());
+            for pod in [self.cluster.pods.get(p), next.pods.get(p)].into_iter().flatten() {
+                let listing = self.slices_by_addr.get(&pod.ip).into_iter().chain(self.slices_by_pod.get(p)).flatten();
+                for slice in listing.filter_map(|k| self.cluster.endpoint_slices.get(k)) {
+                    dirty.insert(ObjectKey::new(slice.key.namespace.clone(), slice.service.clone()));
+                }
+            }
+            if let Some(pod) = next.pods.get(p) {
+                let start = ObjectKey::new(pod.key.namespace.clone(), "");
+                let same_namespace =
+                    self.cluster.services.range(start..).take_while(|(k, _)| k.namespace == pod.key.namespace);
+                for (key, svc) in same_namespace {
+                    if svc.selector.as_ref().is_some_and(|sel| selector_matches(sel, &pod.labels)) {
+                        dirty.insert(key.clone());
+                    }
+                }
+            }
+        }
+        dirty
+    }
+
+    /// Removes a Service's members and DNS records, and its clusters; for a changed Service also its listeners
+    /// and name (its virtual hosts are replaced in `add_service`).
+    fn retract_service(&mut self, key: &ObjectKey, changed: bool, out: &mut Outbound) {
+        let Some(svc) = self.cluster.services.get(key) else { return };
+        for (name, _) in self.service_dns(svc) {
+            self.dns.remove(&name);
+        }
+        let fqdn = service_fqdn(&key.name, &key.namespace, self.domain());
+        let subsets = self.subsets_of(key);
+        for spec in &svc.ports {
+            out.clusters.remove(&ClusterName::new(&fqdn, spec.port, None));
+            for (subset, _) in &subsets {
+                out.clusters.remove(&ClusterName::new(&fqdn, spec.port, Some(subset)));
+            }
+            if changed {
+                for ip in &svc.cluster_ips {
+                    let addr = SocketAddr::new(*ip, spec.port.0);
+                    if out.listeners.get(&addr).is_some_and(|l| l.service == *key) {
+                        out.listeners.remove(&addr);
+                    }
+                }
+            }
+        }
+        if changed {
+            self.service_by_fqdn.remove(&fqdn);
+        }
+        for pod in self.pods_of_service.remove(key).into_iter().flatten() {
+            remove_from(&mut self.services_of_pod, &pod, key);
+        }
+    }
+
+    /// Removes a pod from the relations that hold it and from the direct table.
+    fn retract_pod(&mut self, key: &ObjectKey, out: &mut Outbound) {
+        let Some(pod) = self.cluster.pods.get(key) else { return };
+        self.pod_by_ip.remove(&pod.ip);
+        self.identities.remove(key);
+        if let Some(owner) = &pod.owner {
+            remove_from(&mut self.pods_by_owner, &ObjectKey::new(key.namespace.clone(), owner.name.clone()), key);
+        }
+        if let Some(names) = self.by_label.get_mut(&key.namespace) {
+            for (k, v) in &pod.labels {
+                if let Some(values) = names.get_mut(k) {
+                    remove_from(values, v, key);
+                    if values.is_empty() {
+                        names.remove(k);
+                    }
+                }
+            }
+            if names.is_empty() {
+                self.by_label.remove(&key.namespace);
+            }
+        }
+        self.modes.remove(key);
+        self.mode_conflicts.remove(key);
+        out.pods.remove(&pod.ip);
+    }
+
+    fn retract_slice(&mut self, key: &ObjectKey) {
+        let Some(slice) = self.cluster.endpoint_slices.get(key) else { return };
+        remove_from(&mut self.slices_of_service, &ObjectKey::new(key.namespace.clone(), slice.service.clone()), key);
+        for ep in &slice.endpoints {
+            for addr in &ep.addresses {
+                remove_from(&mut self.slices_by_addr, addr, key);
+            }
+            if let Some(pod) = &ep.pod {
+                remove_from(&mut self.slices_by_pod, pod, key);
+            }
+        }
+    }
+
+    /// Adds a pod (if it exists now) to the relations, with its modes, and its direct-table entry.
+    fn add_pod(&mut self, key: &ObjectKey, out: &mut Outbound) {
+        let Some(pod) = self.cluster.pods.get(key) else { return };
+        add_pod_relations(
+            &mut self.pod_by_ip,
+            &mut self.identities,
+            &mut self.pods_by_owner,
+            &mut self.by_label,
+            &self.cluster,
+            pod,
+        );
+        if pod.sidecar {
+            let ns = Arc::new(self.policies.namespace_modes(&self.cluster, &key.namespace));
+            let (modes, conflict) = self.pod_modes(pod, &ns);
+            self.modes.insert(key.clone(), modes);
+            if let Some(pair) = conflict {
+                self.mode_conflicts.insert(key.clone(), pair);
+            }
+        }
+        let Some(pod) = self.cluster.pods.get(key) else { return };
+        out.pods.insert(pod.ip, self.direct_pod(pod));
+    }
+
+    /// Adds a Service's members, DNS records and clusters (if it exists now); for a changed Service also its
+    /// name and listeners, and its virtual hosts in place of the old ones (the ports of route tables touched are
+    /// added to `tables`).
+    fn add_service(&mut self, key: &ObjectKey, changed: bool, out: &mut Outbound, tables: &mut BTreeSet<ServicePort>) {
+        if changed {
+            // The old virtual hosts, on whatever port they were.
+            for (port, table) in out.routes.iter_mut() {
+                let before = table.virtual_hosts.len();
+                table.virtual_hosts.retain(|vh| vh.service.as_ref() != Some(key));
+                if table.virtual_hosts.len() != before {
+                    tables.insert(*port);
+                }
+            }
+        }
+        let Some(svc) = self.cluster.services.get(key) else { return };
+        let members = self.members(svc);
+        for pod in &members {
+            sorted_insert(self.services_of_pod.entry(pod.clone()).or_default(), key);
+        }
+        self.pods_of_service.insert(key.clone(), members);
+        let Some(svc) = self.cluster.services.get(key) else { return };
+        for (name, ips) in self.service_dns(svc) {
+            self.dns.insert(name, ips);
+        }
+        // Route diagnostics come only from VirtualServices, which a Service changed in place has none of:
+        // those of an unchanged Service are already recorded.
+        let made = self.service_outbound(svc, &mut Vec::new());
+        out.clusters.extend(made.clusters);
+        if !changed {
+            return;
+        }
+        let fqdn = service_fqdn(&key.name, &key.namespace, self.domain());
+        self.service_by_fqdn.insert(fqdn, key.clone());
+        out.listeners.extend(made.listeners);
+        for (port, vh) in made.virtual_hosts {
+            let hosts = &mut out.routes.entry(port).or_default().virtual_hosts;
+            // Service hosts in Service order, then literal VirtualService hosts: as a re-index writes them.
+            let at = hosts.iter().position(|h| h.service.as_ref().is_none_or(|s| s > key)).unwrap_or(hosts.len());
+            hosts.insert(at, vh);
+            tables.insert(port);
+        }
+    }
+}
+
+/// Removes `item` from the sorted list at `key`, and the key when its list is left empty.
+fn remove_from<K, T, Q>(map: &mut std::collections::HashMap<K, Vec<T>, Q>, key: &K, item: &T)
+where
+    K: std::hash::Hash + Eq,
+    T: Ord,
+    Q: std::hash::BuildHasher,
+{
+    if let Some(list) = map.get_mut(key) {
+        if let Ok(i) = list.binary_search(item) {
+            list.remove(i);
+        }
+        if list.is_empty() {
+            map.remove(key);
+        }
+    }
+}
