@@ -21,10 +21,10 @@ use prost::Message;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::codec::{Codec, EncodeBuf, Encoder};
+use tonic::codec::Codec;
 use tonic::codegen::{BoxFuture, Context, Poll, Service, StdError, http};
-use tonic::server::{Grpc, NamedService, StreamingService};
-use tonic::{Request, Response, Status, Streaming};
+use tonic::server::NamedService;
+use tonic::{Status, Streaming};
 
 use crate::Shared;
 use crate::server::ConnInfo;
@@ -79,41 +79,87 @@ impl Outgoing {
     }
 }
 
-/// Requests decoded with prost; responses written as [`Outgoing`].
-#[derive(Debug, Clone, Copy, Default)]
-struct AdsCodec;
+/// Below this size a resource's entry is copied into the response's current chunk; from it up, it is a chunk of
+/// its own, passed down as the very bytes the snapshot holds. Small entries would otherwise each be an HTTP/2
+/// DATA frame with its 9-byte header.
+const OWN_CHUNK_BYTES: usize = 4 << 10;
+/// The size the chunks of small entries are gathered to.
+const CHUNK_BYTES: usize = 16 << 10;
 
-#[derive(Debug, Clone, Copy, Default)]
-struct OutgoingEncoder;
+/// The body of a stream's HTTP response: each [`Outgoing`] as one gRPC message (the 5-byte prefix, the header
+/// fields, the resources' entries), then the `grpc-status` trailers. It holds no buffer of its own between
+/// messages: large entries go down to HTTP/2 and TLS as the snapshot's shared bytes, small ones in fresh chunks.
+/// (tonic's own encoder reuses one buffer per stream, which keeps the size of the largest message the stream
+/// ever carried: a thousand streams that were sent a 1.7 MB route table kept 1.7 GB.)
+struct ResponseBody {
+    responses: BoxStream<Outgoing>,
+    /// The chunks of the message being sent.
+    pending: std::collections::VecDeque<Bytes>,
+    done: bool,
+}
 
-impl Encoder for OutgoingEncoder {
-    type Item = Outgoing;
-    type Error = Status;
-
-    fn encode(&mut self, item: Outgoing, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.reserve(item.encoded_len());
-        item.head.encode(dst).map_err(|e| Status::internal(format!("encoding a response: {e}")))?;
-        for r in &item.resources {
-            dst.put_slice(r);
+impl ResponseBody {
+    fn frame(&mut self, out: Outgoing) {
+        let len = out.encoded_len();
+        let mut chunk = bytes::BytesMut::with_capacity(CHUNK_BYTES.min(len) + 5 + out.head.encoded_len());
+        chunk.put_u8(0);
+        chunk.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
+        out.head.encode_raw(&mut chunk);
+        for r in out.resources {
+            if r.len() >= OWN_CHUNK_BYTES {
+                if !chunk.is_empty() {
+                    self.pending.push_back(std::mem::take(&mut chunk).freeze());
+                }
+                self.pending.push_back(r);
+                continue;
+            }
+            if chunk.len() + r.len() > CHUNK_BYTES && !chunk.is_empty() {
+                self.pending
+                    .push_back(std::mem::replace(&mut chunk, bytes::BytesMut::with_capacity(CHUNK_BYTES)).freeze());
+            }
+            chunk.put_slice(&r);
         }
-        Ok(())
+        if !chunk.is_empty() {
+            self.pending.push_back(chunk.freeze());
+        }
     }
 }
 
-type RequestDecoder = <tonic_prost::ProstCodec<DeltaDiscoveryResponse, DeltaDiscoveryRequest> as Codec>::Decoder;
+impl hyper::body::Body for ResponseBody {
+    type Data = Bytes;
+    type Error = Status;
 
-impl Codec for AdsCodec {
-    type Encode = Outgoing;
-    type Decode = DeltaDiscoveryRequest;
-    type Encoder = OutgoingEncoder;
-    type Decoder = RequestDecoder;
-
-    fn encoder(&mut self) -> OutgoingEncoder {
-        OutgoingEncoder
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Status>>> {
+        loop {
+            if let Some(chunk) = self.pending.pop_front() {
+                return Poll::Ready(Some(Ok(hyper::body::Frame::data(chunk))));
+            }
+            if self.done {
+                return Poll::Ready(None);
+            }
+            let status = match self.responses.as_mut().poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(out))) => {
+                    self.frame(out);
+                    continue;
+                }
+                Poll::Ready(Some(Err(status))) => status,
+                Poll::Ready(None) => Status::ok(""),
+            };
+            self.done = true;
+            let mut trailers = http::HeaderMap::new();
+            if status.add_header(&mut trailers).is_err() {
+                trailers.insert("grpc-status", http::HeaderValue::from_static("13"));
+            }
+            return Poll::Ready(Some(Ok(hyper::body::Frame::trailers(trailers))));
+        }
     }
 
-    fn decoder(&mut self) -> RequestDecoder {
-        tonic_prost::ProstCodec::<DeltaDiscoveryResponse, DeltaDiscoveryRequest>::default().decoder()
+    fn is_end_stream(&self) -> bool {
+        self.done && self.pending.is_empty()
     }
 }
 
@@ -139,8 +185,22 @@ where
         Box::pin(async move {
             let status = match req.uri().path() {
                 DELTA_PATH => {
-                    let mut grpc = Grpc::new(AdsCodec).apply_max_message_size_config(Some(MAX_REQUEST_BYTES), None);
-                    return Ok(grpc.streaming(ads, req).await);
+                    let (parts, body) = req.into_parts();
+                    let conn = parts.extensions.get::<ConnInfo>().cloned();
+                    let decoder =
+                        tonic_prost::ProstCodec::<DeltaDiscoveryResponse, DeltaDiscoveryRequest>::default().decoder();
+                    let incoming = Streaming::new_request(decoder, body, None, Some(MAX_REQUEST_BYTES));
+                    match ads.delta_aggregated_resources(conn, incoming).await {
+                        Ok(responses) => {
+                            let body = ResponseBody { responses, pending: Default::default(), done: false };
+                            let mut response = http::Response::new(tonic::body::Body::new(body));
+                            response
+                                .headers_mut()
+                                .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/grpc"));
+                            return Ok(response);
+                        }
+                        Err(status) => status,
+                    }
                 }
                 SOTW_PATH => Status::unimplemented("podmesh serves delta xDS only: use DeltaAggregatedResources"),
                 other => Status::unimplemented(format!("no method {other}")),
@@ -154,23 +214,14 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 static STREAM_IDS: AtomicU64 = AtomicU64::new(1);
 
-impl StreamingService<DeltaDiscoveryRequest> for Ads {
-    type Response = Outgoing;
-    type ResponseStream = BoxStream<Outgoing>;
-    type Future = BoxFuture<Response<BoxStream<Outgoing>>, Status>;
-
-    fn call(&mut self, req: Request<Streaming<DeltaDiscoveryRequest>>) -> Self::Future {
-        let ads = self.clone();
-        Box::pin(async move { ads.delta_aggregated_resources(req).await })
-    }
-}
-
 impl Ads {
+    /// Opens one sidecar's stream: `conn` is its connection (address and certificate identity), `incoming` its
+    /// requests; the stream's responses are returned.
     async fn delta_aggregated_resources(
         &self,
-        req: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<BoxStream<Outgoing>>, Status> {
-        let conn = req.extensions().get::<ConnInfo>().cloned();
+        conn: Option<ConnInfo>,
+        mut incoming: Streaming<DeltaDiscoveryRequest>,
+    ) -> Result<BoxStream<Outgoing>, Status> {
         let Some(peer) = conn.as_ref().and_then(|c| c.identity.clone()) else {
             return Err(Status::unauthenticated(
                 "xDS needs the sidecar's mesh certificate: get one from the CA first (CreateCertificate with the \
@@ -178,7 +229,6 @@ impl Ads {
             ));
         };
         let address = conn.map(|c| c.remote.to_string()).unwrap_or_default();
-        let mut incoming = req.into_inner();
         // The first request names the pod; it must be this certificate's.
         let first = match incoming.message().await {
             Ok(Some(r)) => r,
@@ -231,7 +281,7 @@ impl Ads {
             nonce: 0,
         };
         tokio::spawn(stream.run(first, incoming, self.shared.snapshots.subscribe()));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Box::pin(ReceiverStream::new(rx)))
     }
 }
 
