@@ -404,8 +404,8 @@ async fn sidecar(address: SocketAddr, pod: String, tls: Arc<ArcSwap<rustls::Clie
 async fn wait_synced(control: &Control, n: usize, generation: u64) {
     let start = Instant::now();
     loop {
-        let list = control.shared.proxies.list();
-        if list.len() >= n && list.iter().all(|p| p.sync_state() == "SYNCED" && p.config_generation() >= generation) {
+        let (connected, synced) = control.shared.proxies.synced(generation);
+        if connected >= n && synced == connected {
             return;
         }
         assert!(start.elapsed() < Duration::from_secs(600), "not synced after 10 minutes");

@@ -154,17 +154,18 @@ fn apply_now(shared: &Shared, version: Version) -> u64 {
         return prev.generation;
     }
     let anchors = shared.authority.trust_anchors();
-    if shared.index.read().updates_in_place(&changed) {
-        let mut index = shared.index.write();
-        let impact = index.update(&mut objects, &changed);
+    let mut index = shared.index.write();
+    if let Some(impact) = index.update(&mut objects, &changed) {
         // Streams may read the index again while the resources are encoded.
         let index = parking_lot::RwLockWriteGuard::downgrade(index);
-        let next = Snapshot::next(Some(&prev), &index, impact.as_ref(), anchors, cause);
+        let next = Snapshot::next(Some(&prev), &index, Some(&impact), anchors, cause);
         drop(index);
         let generation = publish(shared, next);
         free_later(objects);
         return generation;
     }
+    // A re-index: the new index is built beside the one being served, which stays readable.
+    drop(index);
     let cluster = if whole {
         objects
     } else {
@@ -204,7 +205,11 @@ impl Control {
         let mut objects = Cluster::default();
         {
             let index = shared.index.read();
-            let mut p = index.pod(pod).ok_or_else(|| format!("no pod {pod} in the mesh's manifests"))?.clone();
+            let p = index.pod(pod).ok_or_else(|| format!("no pod {pod} in the mesh's manifests"))?;
+            if p.ready == ready {
+                return Ok(shared.current().generation);
+            }
+            let mut p = p.clone();
             p.ready = ready;
             objects.pods.insert(pod.clone(), p);
         }

@@ -50,7 +50,7 @@ impl FileSource {
     /// watches for the next.
     pub fn open(paths: Vec<PathBuf>, interval: Duration) -> Result<(FileSource, Cluster, String), String> {
         let seen = stamps(&paths);
-        let texts = seen.keys().filter_map(|p| Some((p.clone(), std::fs::read_to_string(p).ok()?))).collect();
+        let texts = seen.keys().filter_map(|p| Some((p.clone(), read_text(p)?))).collect();
         let cluster = load(&paths)?;
         let cause = format!("start: {}", paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
         Ok((FileSource { paths, interval, seen, texts }, cluster, cause))
@@ -70,7 +70,7 @@ impl Source for FileSource {
             let mut changed = Vec::new();
             let mut texts = std::mem::take(&mut self.texts);
             for path in files {
-                let new = std::fs::read_to_string(path).ok();
+                let new = read_text(path);
                 let old = texts.remove(path);
                 changed.extend(what_changed(path, old.as_deref(), new.as_deref()));
                 if let Some(t) = new {
@@ -118,6 +118,16 @@ fn what_changed(path: &Path, old: Option<&str>, new: Option<&str>) -> Vec<String
         out.push(format!("{} ({what}; no object changed)", path.display()));
     }
     out
+}
+
+/// A file's text, kept to name what its next edit changes; `None` when it cannot be read, is not UTF-8 or is
+/// larger than the loader accepts (which the load then reports).
+fn read_text(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let limit = podmesh_model::load::DEFAULT_MAX_FILE_BYTES;
+    let mut text = String::new();
+    std::fs::File::open(path).ok()?.take(limit + 1).read_to_string(&mut text).ok()?;
+    (text.len() as u64 <= limit).then_some(text)
 }
 
 fn load(paths: &[PathBuf]) -> Result<Cluster, String> {

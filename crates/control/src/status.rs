@@ -147,6 +147,15 @@ impl Proxies {
         }
     }
 
+    /// How many sidecars are connected, and how many of them are SYNCED at `generation` or later: counted in
+    /// place, without copying every status (what a wait for a push to land polls).
+    pub fn synced(&self, generation: u64) -> (usize, usize) {
+        let streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
+        let synced =
+            streams.values().filter(|p| p.sync_state() == "SYNCED" && p.config_generation() >= generation).count();
+        (streams.len(), synced)
+    }
+
     /// Every connected sidecar, by pod.
     pub fn list(&self) -> Vec<ProxyStatus> {
         let mut v: Vec<ProxyStatus> =
