@@ -1100,6 +1100,9 @@ pub struct Impact {
     pub route_tables: BTreeSet<ServicePort>,
     /// Service FQDNs whose clusters (every port and subset, including ones that do not exist yet) may change.
     pub cluster_services: BTreeSet<String>,
+    /// From [`Index::update`]: exactly the clusters it made again, by their names before and after (every
+    /// cluster that changed is among them). `None` from [`Index::impact`], which bounds clusters by Service.
+    pub clusters: Option<BTreeSet<ClusterName>>,
     /// Pod IPs whose direct-table entries may change.
     pub pods: BTreeSet<IpAddr>,
 }
@@ -1111,6 +1114,14 @@ impl Impact {
         self.listener_ips.extend(other.listener_ips);
         self.route_tables.extend(other.route_tables);
         self.cluster_services.extend(other.cluster_services);
+        // Exact only when both are.
+        self.clusters = match (self.clusters.take(), other.clusters) {
+            (Some(mut mine), Some(theirs)) => {
+                mine.extend(theirs);
+                Some(mine)
+            }
+            _ => None,
+        };
         self.pods.extend(other.pods);
     }
 

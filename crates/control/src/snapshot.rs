@@ -10,7 +10,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use podmesh_api::xds::{Any, DeltaDiscoveryResponse};
 use podmesh_api::{Kind, Resource, WorkloadPart, encode, encode_trust_bundle};
-use podmesh_compute::{ComputeError, DirectPod, Impact, Index, RouteTable};
+use podmesh_compute::{ComputeError, DirectPod, Impact, Index, RouteTable, Upstream};
 use podmesh_model::ObjectKey;
 use prost::Message;
 
@@ -124,14 +124,23 @@ impl Snapshot {
                 record(Kind::Listener, recheck(&old(Kind::Listener), out.listeners.iter(), None));
             }
             Some(imp) => {
-                // Clusters are named `outbound|port|subset|fqdn`: those of the Services the impact names, before
-                // (the names served) and after (the index's).
-                let services = &imp.cluster_services;
-                let was = |name: &str| name.rsplit('|').next().is_some_and(|f| services.contains(f));
                 let clusters = old(Kind::Cluster);
-                let gone = clusters.keys().filter(|n| was(n)).cloned().collect();
-                let now = out.clusters.iter().filter(|(n, _)| imp.covers_cluster(n));
-                record(Kind::Cluster, recheck(&clusters, now, Some(gone)));
+                let checked = match &imp.clusters {
+                    // The clusters the update made again, by name.
+                    Some(names) => {
+                        let gone = names.iter().map(<Upstream as Resource>::name).collect();
+                        recheck(&clusters, names.iter().filter_map(|n| out.clusters.get_key_value(n)), Some(gone))
+                    }
+                    // Clusters are named `outbound|port|subset|fqdn`: those of the Services the impact names,
+                    // before (the names served) and after (the index's).
+                    None => {
+                        let services = &imp.cluster_services;
+                        let was = |name: &str| name.rsplit('|').next().is_some_and(|f| services.contains(f));
+                        let gone = clusters.keys().filter(|n| was(n)).cloned().collect();
+                        recheck(&clusters, out.clusters.iter().filter(|(n, _)| imp.covers_cluster(n)), Some(gone))
+                    }
+                };
+                record(Kind::Cluster, checked);
                 // Listeners are named `ip:port`: those on the impact's ClusterIPs.
                 let ips = &imp.listener_ips;
                 let listeners = old(Kind::Listener);

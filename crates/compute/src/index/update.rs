@@ -54,11 +54,12 @@ impl Index {
         let services: BTreeSet<ObjectKey> = services.into_iter().collect();
         let dirty = self.dirty_services(next, &pods, &services, &slices);
         let mut outbound = std::mem::take(&mut self.outbound);
+        let mut touched = BTreeSet::new();
         let out = Arc::make_mut(&mut outbound);
 
         // 1. Retract what the old objects contributed.
         for s in &dirty {
-            self.retract_service(s, services.contains(s), out);
+            self.retract_service(s, services.contains(s), out, &mut touched);
         }
         for p in &pods {
             self.retract_pod(p, out);
@@ -86,7 +87,7 @@ impl Index {
         }
         let mut tables = BTreeSet::new();
         for s in &dirty {
-            self.add_service(s, services.contains(s), out, &mut tables);
+            self.add_service(s, services.contains(s), out, &mut tables, &mut touched);
         }
         for port in tables {
             if let Some(table) = out.routes.get_mut(&port) {
@@ -101,6 +102,7 @@ impl Index {
         for o in changed {
             imp.merge(self.impact(o));
         }
+        imp.clusters = Some(touched);
         Some(imp)
     }
 
@@ -145,7 +147,13 @@ impl Index {
 
     /// Removes a Service's members and DNS records, and its clusters; for a changed Service also its listeners
     /// and name (its virtual hosts are replaced in `add_service`).
-    fn retract_service(&mut self, key: &ObjectKey, changed: bool, out: &mut Outbound) {
+    fn retract_service(
+        &mut self,
+        key: &ObjectKey,
+        changed: bool,
+        out: &mut Outbound,
+        touched: &mut BTreeSet<ClusterName>,
+    ) {
         let Some(svc) = self.cluster.services.get(key) else { return };
         for (name, _) in self.service_dns(svc) {
             self.dns.remove(&name);
@@ -153,9 +161,11 @@ impl Index {
         let fqdn = service_fqdn(&key.name, &key.namespace, self.domain());
         let subsets = self.subsets_of(key);
         for spec in &svc.ports {
-            out.clusters.remove(&ClusterName::new(&fqdn, spec.port, None));
-            for (subset, _) in &subsets {
-                out.clusters.remove(&ClusterName::new(&fqdn, spec.port, Some(subset)));
+            let names = std::iter::once(None).chain(subsets.iter().map(|(s, _)| Some(s.as_str())));
+            for name in names.map(|subset| ClusterName::new(&fqdn, spec.port, subset)) {
+                if out.clusters.remove(&name).is_some() {
+                    touched.insert(name);
+                }
             }
             if changed {
                 for ip in &svc.cluster_ips {
@@ -239,7 +249,14 @@ impl Index {
     /// Adds a Service's members, DNS records and clusters (if it exists now); for a changed Service also its
     /// name and listeners, and its virtual hosts in place of the old ones (the ports of route tables touched are
     /// added to `tables`).
-    fn add_service(&mut self, key: &ObjectKey, changed: bool, out: &mut Outbound, tables: &mut BTreeSet<ServicePort>) {
+    fn add_service(
+        &mut self,
+        key: &ObjectKey,
+        changed: bool,
+        out: &mut Outbound,
+        tables: &mut BTreeSet<ServicePort>,
+        touched: &mut BTreeSet<ClusterName>,
+    ) {
         if changed {
             // The old virtual hosts, on whatever port they were.
             for (port, table) in out.routes.iter_mut() {
@@ -263,6 +280,7 @@ impl Index {
         // Route diagnostics come only from VirtualServices, which a Service changed in place has none of:
         // those of an unchanged Service are already recorded.
         let made = self.service_outbound(svc, &mut Vec::new());
+        touched.extend(made.clusters.iter().map(|(name, _)| name.clone()));
         out.clusters.extend(made.clusters);
         if !changed {
             return;

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use podmesh_compute::{Impact, Inbound, Index, Outbound, WorkloadInfo};
+use podmesh_compute::{ClusterName, Impact, Inbound, Index, Outbound, WorkloadInfo};
 use podmesh_model::*;
 
 const EXTRA: &str = r#"
@@ -312,7 +312,8 @@ pub fn outside(imp: &Impact, a: &Outbound, b: &Outbound, before: &Configs, after
     let tables = diff_keys(&a.routes, &b.routes);
     out.extend(tables.iter().filter(|p| !imp.route_tables.contains(p)).map(|p| format!("route table {p}")));
     let clusters = diff_keys(&a.clusters, &b.clusters);
-    out.extend(clusters.iter().filter(|n| !imp.covers_cluster(n)).map(|n| format!("cluster {n}")));
+    let exact = |n: &ClusterName| imp.clusters.as_ref().is_none_or(|names| names.contains(n));
+    out.extend(clusters.iter().filter(|n| !imp.covers_cluster(n) || !exact(n)).map(|n| format!("cluster {n}")));
     let pods = diff_keys(&a.pods, &b.pods);
     out.extend(pods.iter().filter(|ip| !imp.pods.contains(ip)).map(|ip| format!("direct entry {ip}")));
     let own = diff_keys(before, after);
