@@ -500,13 +500,9 @@ impl StreamState {
                 last.clone_from(&nonce);
             }
             self.pending.insert(nonce.clone(), (kind, Arc::clone(snapshot), !subscription));
-            let label = Metrics::kind(kind);
-            self.shared.metrics.pushes.get_or_create(&label).inc();
-            self.shared.metrics.push_bytes.get_or_create(&label).inc_by(bytes as u64);
+            self.shared.metrics.pushed(kind, bytes as u64);
             let generation = snapshot.generation;
-            self.shared.proxies.update(self.id, |s| {
-                s.sent.insert(kind.as_str().to_string(), generation);
-            });
+            self.shared.proxies.update(self.id, |s| set(&mut s.sent, kind, generation));
             let head = DeltaDiscoveryResponse {
                 system_version_info: snapshot.generation.to_string(),
                 type_url: kind.type_url().to_string(),
@@ -538,10 +534,11 @@ impl StreamState {
                 if measured {
                     self.shared.metrics.push_seconds.observe(snapshot.created.elapsed().as_secs_f64());
                 }
+                let now = std::time::Instant::now();
                 self.shared.proxies.update(self.id, |s| {
-                    let acked = s.acked.entry(kind.as_str().to_string()).or_default();
-                    *acked = (*acked).max(generation);
-                    s.acked_at.insert(kind.as_str().to_string(), std::time::Instant::now());
+                    let newest = s.acked.get(kind.as_str()).map_or(generation, |a| generation.max(*a));
+                    set(&mut s.acked, kind, newest);
+                    set(&mut s.acked_at, kind, now);
                 });
             }
             Some(reason) => {
@@ -564,5 +561,15 @@ impl StreamState {
 
     async fn send(&self, r: Outgoing) -> Result<(), ()> {
         self.tx.send(Ok(r)).await.map_err(|_| ())
+    }
+}
+
+/// Sets a kind's entry of a status map, allocating its key only the first time (every response and ACK sets one).
+fn set<V>(map: &mut BTreeMap<String, V>, kind: Kind, value: V) {
+    match map.get_mut(kind.as_str()) {
+        Some(v) => *v = value,
+        None => {
+            map.insert(kind.as_str().to_string(), value);
+        }
     }
 }

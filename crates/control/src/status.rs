@@ -88,6 +88,8 @@ pub struct Metrics {
     pub nacks: Family<TypeLabel, Counter>,
     pub csrs: Family<ResultLabel, Counter>,
     pub config_errors: Counter,
+    /// Each kind's series of `pushes` and `push_bytes`, looked up once: every response counts in them.
+    per_kind: BTreeMap<Kind, (Counter, Counter)>,
 }
 
 impl Metrics {
@@ -101,7 +103,14 @@ impl Metrics {
             nacks: Family::default(),
             csrs: Family::default(),
             config_errors: Counter::default(),
+            per_kind: BTreeMap::new(),
         };
+        let mut m = m;
+        for kind in Kind::ALL {
+            let label = Metrics::kind(kind);
+            let series = (m.pushes.get_or_create(&label).clone(), m.push_bytes.get_or_create(&label).clone());
+            m.per_kind.insert(kind, series);
+        }
         registry.register("podmesh_control_connected_proxies", "Sidecars with an open xDS stream", m.connected.clone());
         registry.register("podmesh_control_config_generation", "Generation of the config served", m.generation.clone());
         registry.register("podmesh_control_pushes", "xDS responses sent, per resource type", m.pushes.clone());
@@ -123,6 +132,14 @@ impl Metrics {
 
     pub fn kind(kind: Kind) -> TypeLabel {
         TypeLabel { r#type: kind.as_str().to_string() }
+    }
+
+    /// Counts one response of `kind` carrying `bytes` of resources.
+    pub fn pushed(&self, kind: Kind, bytes: u64) {
+        if let Some((pushes, sent)) = self.per_kind.get(&kind) {
+            pushes.inc();
+            sent.inc_by(bytes);
+        }
     }
 }
 
