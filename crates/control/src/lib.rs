@@ -147,7 +147,12 @@ fn apply_now(shared: &Shared, version: Version) -> u64 {
             let changed = shared.index.read().cluster().changes(&cluster);
             (cluster, changed, true)
         }
-        Change::Objects { objects, changed } => (objects, changed, false),
+        Change::Objects { objects, mut changed } => {
+            // Each object once: a second mention would find it already moved out of `objects`, and delete it.
+            changed.sort();
+            changed.dedup();
+            (objects, changed, false)
+        }
     };
     let prev = shared.current();
     if changed.is_empty() {
@@ -254,5 +259,39 @@ async fn renew_serving(shared: Arc<Shared>, tls: Arc<arc_swap::ArcSwap<rustls::S
             Ok(c) => tls.store(c),
             Err(e) => eprintln!("podmesh control: renewing its certificate: {e}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    fn control() -> Control {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/quickstart");
+        let cluster = podmesh_model::load(&[podmesh_model::Source::Path(root)]).unwrap().cluster;
+        let authority = Authority::ephemeral("cluster.local", Duration::from_secs(3600), b"lib test key").unwrap();
+        Control::new(cluster, "start".into(), authority).unwrap()
+    }
+
+    /// A watch event that names an object twice applies it once (the second mention must not delete it).
+    #[tokio::test]
+    async fn an_object_named_twice_is_applied_once() {
+        let control = control();
+        let web = control.shared.index.read().cluster().pods.keys().find(|k| k.name.starts_with("web-")).cloned();
+        let web = web.unwrap();
+        let mut pod = control.shared.index.read().pod(&web).unwrap().clone();
+        pod.ready = false;
+        let mut objects = Cluster::default();
+        objects.pods.insert(web.clone(), pod);
+        let named = ObjectRef::new(Kind::Pod, web.clone());
+        let change = Change::Objects { objects, changed: vec![named.clone(), named] };
+        let generation = Control::apply(&control.shared, Version { change, cause: "twice".into() }).await.unwrap();
+        assert_eq!(generation, 2);
+        assert_eq!(control.shared.index.read().pod(&web).map(|p| p.ready), Some(false));
+        // Setting the readiness it already has publishes nothing.
+        assert_eq!(Control::set_pod_ready(&control.shared, &web, false).await.unwrap(), 2);
+        assert_eq!(Control::set_pod_ready(&control.shared, &web, true).await.unwrap(), 3);
     }
 }

@@ -140,8 +140,8 @@ impl Cluster {
         out
     }
 
-    /// Makes the objects `changed` names as they are in `from`, moving them out of it: one absent from `from` is
-    /// deleted here. `from` may be a whole version of the cluster or hold just the changed objects (as a watch
+    /// Makes the objects `changed` names (each once) as they are in `from`, moving them out of it: one absent
+    /// from `from` is deleted here. `from` may be a whole version of the cluster or hold just the changed objects (as a watch
     /// event carries them); a MeshConfig change copies `from`'s.
     pub fn apply_changes(&mut self, from: &mut Cluster, changed: &[ObjectRef]) {
         for o in changed {
