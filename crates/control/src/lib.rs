@@ -125,22 +125,42 @@ impl Control {
     /// Applies a new version of the cluster and publishes the resources it changed; returns the generation that
     /// carries it (the current one when no object changed).
     pub async fn apply(shared: &Arc<Shared>, version: Version) -> Result<u64, String> {
-        let _publishing = shared.publishing.lock().await;
-        apply_off_runtime(shared, version).await
+        Ok(apply_version(shared, version).await?.generation)
     }
 }
 
+/// How a version was applied (logged, and counted in `podmesh_control_updates`).
+#[derive(Debug, Clone, Copy)]
+struct Applied {
+    generation: u64,
+    /// In place (`Index::update`), or by re-indexing; `None` when no object changed.
+    in_place: Option<bool>,
+    took: Duration,
+}
+
+async fn apply_version(shared: &Arc<Shared>, version: Version) -> Result<Applied, String> {
+    let _publishing = shared.publishing.lock().await;
+    apply_off_runtime(shared, version).await
+}
+
 /// `apply_now` on a blocking thread (the caller holds `Shared::publishing`).
-async fn apply_off_runtime(shared: &Arc<Shared>, version: Version) -> Result<u64, String> {
+async fn apply_off_runtime(shared: &Arc<Shared>, version: Version) -> Result<Applied, String> {
     let worker = Arc::clone(shared);
-    tokio::task::spawn_blocking(move || apply_now(&worker, version)).await.map_err(|e| format!("indexing failed: {e}"))
+    let start = std::time::Instant::now();
+    let (generation, in_place) = tokio::task::spawn_blocking(move || apply_now(&worker, version))
+        .await
+        .map_err(|e| format!("indexing failed: {e}"))?;
+    if let Some(in_place) = in_place {
+        shared.metrics.updated(in_place);
+    }
+    Ok(Applied { generation, in_place, took: start.elapsed() })
 }
 
 /// Applies `version` (the caller holds `Shared::publishing`). Pods, EndpointSlices and most Services are updated
 /// in the index in place and only the resources they reach are re-encoded; other kinds re-index (see
 /// `Index::updates_in_place`). What is left to free (a whole version's objects, an old index) is freed after
 /// the new version is published.
-fn apply_now(shared: &Shared, version: Version) -> u64 {
+fn apply_now(shared: &Shared, version: Version) -> (u64, Option<bool>) {
     let Version { change, cause } = version;
     let (mut objects, changed, whole) = match change {
         Change::Whole(cluster) => {
@@ -156,7 +176,7 @@ fn apply_now(shared: &Shared, version: Version) -> u64 {
     };
     let prev = shared.current();
     if changed.is_empty() {
-        return prev.generation;
+        return (prev.generation, None);
     }
     let anchors = shared.authority.trust_anchors();
     let mut index = shared.index.write();
@@ -167,7 +187,7 @@ fn apply_now(shared: &Shared, version: Version) -> u64 {
         drop(index);
         let generation = publish(shared, next);
         free_later(objects);
-        return generation;
+        return (generation, Some(true));
     }
     // A re-index: the new index is built beside the one being served, which stays readable.
     drop(index);
@@ -183,7 +203,7 @@ fn apply_now(shared: &Shared, version: Version) -> u64 {
     let old = std::mem::replace(&mut *shared.index.write(), fresh);
     let generation = publish(shared, next);
     free_later(old);
-    generation
+    (generation, Some(false))
 }
 
 /// Frees a large value (a whole version's objects, an old index: up to a few hundred milliseconds for 100,000
@@ -220,7 +240,7 @@ impl Control {
         }
         let state = if ready { "ready" } else { "not ready" };
         let change = Change::Objects { objects, changed: vec![ObjectRef::new(Kind::Pod, pod.clone())] };
-        apply_off_runtime(shared, Version { change, cause: format!("{pod} {state}") }).await
+        Ok(apply_off_runtime(shared, Version { change, cause: format!("{pod} {state}") }).await?.generation)
     }
 }
 
@@ -237,7 +257,14 @@ async fn follow(shared: Arc<Shared>, mut source: impl Source) {
         let result = match version {
             Ok(v) => {
                 let cause = v.cause.clone();
-                Control::apply(&shared, v).await.map(|g| format!("generation {g}: {cause}"))
+                apply_version(&shared, v).await.map(|a| {
+                    let how = match a.in_place {
+                        Some(true) => "updated in place",
+                        Some(false) => "re-indexed",
+                        None => "no object changed",
+                    };
+                    format!("generation {} ({how} in {} ms): {cause}", a.generation, a.took.as_millis())
+                })
             }
             Err(e) => Err(e),
         };
@@ -277,7 +304,7 @@ mod tests {
 
     /// A watch event that names an object twice applies it once (the second mention must not delete it).
     #[tokio::test]
-    async fn an_object_named_twice_is_applied_once() {
+    async fn an_object_named_twice_is_applied_once_and_each_version_counts_by_how_it_was_applied() {
         let control = control();
         let web = control.shared.index.read().cluster().pods.keys().find(|k| k.name.starts_with("web-")).cloned();
         let web = web.unwrap();
@@ -293,5 +320,22 @@ mod tests {
         // Setting the readiness it already has publishes nothing.
         assert_eq!(Control::set_pod_ready(&control.shared, &web, false).await.unwrap(), 2);
         assert_eq!(Control::set_pod_ready(&control.shared, &web, true).await.unwrap(), 3);
+        // A policy re-indexes. Each version counts once, by how it was applied.
+        let key = ObjectKey::new("shop", "strict");
+        let mut objects = Cluster::default();
+        let pa = podmesh_model::PeerAuthentication {
+            key: key.clone(),
+            selector: None,
+            mode: Some(podmesh_model::MtlsMode::Strict),
+            port_level: Default::default(),
+            origin: None,
+        };
+        objects.peer_authentications.insert(key.clone(), pa);
+        let change = Change::Objects { objects, changed: vec![ObjectRef::new(Kind::PeerAuthentication, key)] };
+        assert_eq!(Control::apply(&control.shared, Version { change, cause: "policy".into() }).await.unwrap(), 4);
+        let updates =
+            |how: &str| control.shared.metrics.updates.get_or_create(&status::HowLabel { how: how.into() }).get();
+        assert_eq!((updates("in_place"), updates("reindex")), (2, 1));
+        assert_eq!(control.shared.index.read().cluster().peer_authentications.len(), 1);
     }
 }

@@ -72,6 +72,11 @@ pub struct TypeLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HowLabel {
+    pub how: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
     pub result: String,
 }
@@ -88,6 +93,8 @@ pub struct Metrics {
     pub nacks: Family<TypeLabel, Counter>,
     pub csrs: Family<ResultLabel, Counter>,
     pub config_errors: Counter,
+    /// Versions applied, by how: `in_place` (`Index::update`) or `reindex`.
+    pub updates: Family<HowLabel, Counter>,
     /// Each kind's series of `pushes` and `push_bytes`, looked up once: every response counts in them.
     per_kind: BTreeMap<Kind, (Counter, Counter)>,
 }
@@ -103,6 +110,7 @@ impl Metrics {
             nacks: Family::default(),
             csrs: Family::default(),
             config_errors: Counter::default(),
+            updates: Family::default(),
             per_kind: BTreeMap::new(),
         };
         let mut m = m;
@@ -123,6 +131,11 @@ impl Metrics {
         registry.register("podmesh_control_nacks", "Responses sidecars refused, per resource type", m.nacks.clone());
         registry.register("podmesh_control_csrs", "Certificate requests, signed or refused", m.csrs.clone());
         registry.register(
+            "podmesh_control_updates",
+            "Versions applied: in place (only what the change reaches) or by re-indexing",
+            m.updates.clone(),
+        );
+        registry.register(
             "podmesh_control_config_errors",
             "Source versions that could not be served (the last good one stayed)",
             m.config_errors.clone(),
@@ -132,6 +145,12 @@ impl Metrics {
 
     pub fn kind(kind: Kind) -> TypeLabel {
         TypeLabel { r#type: kind.as_str().to_string() }
+    }
+
+    /// Counts one version applied, in place or by re-indexing.
+    pub fn updated(&self, in_place: bool) {
+        let how = if in_place { "in_place" } else { "reindex" };
+        self.updates.get_or_create(&HowLabel { how: how.to_string() }).inc();
     }
 
     /// Counts one response of `kind` carrying `bytes` of resources.
