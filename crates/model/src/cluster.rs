@@ -33,26 +33,24 @@ fn changed<K: Ord, V: PartialEq>(
     reference: impl Fn(&K) -> ObjectRef,
     out: &mut Vec<ObjectRef>,
 ) {
+    use std::cmp::Ordering;
     let (mut a, mut b) = (old.iter().peekable(), new.iter().peekable());
     loop {
-        let step = match (a.peek(), b.peek()) {
+        let order = match (a.peek(), b.peek()) {
             (None, None) => return,
-            (Some((ka, _)), None) => (std::cmp::Ordering::Less, *ka),
-            (None, Some((kb, _))) => (std::cmp::Ordering::Greater, *kb),
-            (Some((ka, _)), Some((kb, _))) => (ka.cmp(kb), if ka <= kb { *ka } else { *kb }),
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some((ka, _)), Some((kb, _))) => ka.cmp(kb),
         };
-        match step {
-            (std::cmp::Ordering::Less, k) => {
-                out.push(reference(k));
-                a.next();
-            }
-            (std::cmp::Ordering::Greater, k) => {
-                out.push(reference(k));
-                b.next();
-            }
-            (std::cmp::Ordering::Equal, k) => {
-                let (Some((_, va)), Some((_, vb))) = (a.next(), b.next()) else { return };
-                if va != vb {
+        match order {
+            // Only in `old`: deleted.
+            Ordering::Less => out.extend(a.next().map(|(k, _)| reference(k))),
+            // Only in `new`: added.
+            Ordering::Greater => out.extend(b.next().map(|(k, _)| reference(k))),
+            Ordering::Equal => {
+                if let (Some((k, va)), Some((_, vb))) = (a.next(), b.next())
+                    && va != vb
+                {
                     out.push(reference(k));
                 }
             }
