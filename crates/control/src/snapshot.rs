@@ -131,14 +131,8 @@ impl Snapshot {
                         let gone = names.iter().map(<Upstream as Resource>::name).collect();
                         recheck(&clusters, names.iter().filter_map(|n| out.clusters.get_key_value(n)), Some(gone))
                     }
-                    // Clusters are named `outbound|port|subset|fqdn`: those of the Services the impact names,
-                    // before (the names served) and after (the index's).
-                    None => {
-                        let services = &imp.cluster_services;
-                        let was = |name: &str| name.rsplit('|').next().is_some_and(|f| services.contains(f));
-                        let gone = clusters.keys().filter(|n| was(n)).cloned().collect();
-                        recheck(&clusters, out.clusters.iter().filter(|(n, _)| imp.covers_cluster(n)), Some(gone))
-                    }
+                    // An impact that does not name its clusters (not an update's): every one is checked.
+                    None => recheck(&clusters, out.clusters.iter(), None),
                 };
                 record(Kind::Cluster, checked);
                 // Listeners are named `ip:port`: those on the impact's ClusterIPs.
