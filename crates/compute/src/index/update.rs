@@ -30,8 +30,11 @@ impl Index {
                 let fqdn = service_fqdn(&o.key.name, &o.key.namespace, self.domain());
                 !self.vs_by_name.contains_key(&fqdn) && !self.dr_by_name.contains_key(&fqdn)
             }
-            Kind::Namespace | Kind::VirtualService | Kind::DestinationRule | Kind::PeerAuthentication => false,
-            Kind::MeshConfig => false,
+            Kind::Namespace
+            | Kind::VirtualService
+            | Kind::DestinationRule
+            | Kind::PeerAuthentication
+            | Kind::MeshConfig => false,
         })
     }
 
