@@ -70,8 +70,11 @@ pub struct Index {
     /// A records: Service FQDNs (ClusterIPs, or ready pod IPs when headless) and per-pod names.
     dns: FxMap<String, Vec<IpAddr>>,
     outbound: Arc<Outbound>,
-    /// Problems found while indexing, but for the workload-policy conflicts (made from `mode_conflicts`).
-    diagnostics: Vec<Diagnostic>,
+    /// Problems found in the PeerAuthentications (but for the workload-policy conflicts, made from
+    /// `mode_conflicts`).
+    policy_diagnostics: Vec<Diagnostic>,
+    /// Problems found in the DestinationRules and VirtualServices and in the routes made from them.
+    routing_diagnostics: Vec<Diagnostic>,
 }
 
 impl Index {
@@ -102,7 +105,8 @@ impl Index {
             dr_by_name,
             dns,
             outbound,
-            diagnostics,
+            policy_diagnostics,
+            routing_diagnostics,
         } = self;
         let mut out = Vec::new();
         if *cluster != other.cluster {
@@ -171,8 +175,11 @@ impl Index {
         if *outbound != other.outbound {
             out.push("outbound");
         }
-        if *diagnostics != other.diagnostics {
-            out.push("diagnostics");
+        if *policy_diagnostics != other.policy_diagnostics {
+            out.push("policy_diagnostics");
+        }
+        if *routing_diagnostics != other.routing_diagnostics {
+            out.push("routing_diagnostics");
         }
         out
     }
@@ -220,12 +227,12 @@ impl Index {
             dr_by_name: FxMap::default(),
             dns: FxMap::default(),
             outbound: Arc::new(Outbound::default()),
-            diagnostics: Vec::new(),
+            policy_diagnostics: Vec::new(),
+            routing_diagnostics: Vec::new(),
         };
         ix.index_pods_and_services();
         ix.index_modes();
-        ix.index_destination_rules();
-        ix.index_virtual_services();
+        ix.index_routing();
         ix.index_dns();
         ix.outbound = Arc::new(ix.build_outbound());
         ix
@@ -241,7 +248,8 @@ impl Index {
 
     /// Problems found while indexing: conflicts resolved deterministically, references to nothing.
     pub fn diagnostics(&self) -> Vec<Diagnostic> {
-        let mut out = self.diagnostics.clone();
+        let mut out = self.policy_diagnostics.clone();
+        out.extend(self.routing_diagnostics.iter().cloned());
         let pairs: BTreeSet<(ObjectKey, ObjectKey)> = self.mode_conflicts.values().cloned().collect();
         report_workload_conflicts(&self.cluster, pairs, &mut out);
         out
@@ -354,7 +362,8 @@ impl Index {
 
     fn index_modes(&mut self) {
         let c = &self.cluster;
-        self.policies = Policies::new(c, &mut self.diagnostics);
+        self.policy_diagnostics.clear();
+        self.policies = Policies::new(c, &mut self.policy_diagnostics);
         let mut per_namespace: FxMap<&str, Arc<PortModes>> = FxMap::default();
         for pod in c.pods.values().filter(|p| p.sidecar) {
             let ns = per_namespace
@@ -428,7 +437,7 @@ impl Index {
                 },
             }
         }
-        self.diagnostics.extend(diags);
+        self.routing_diagnostics.extend(diags);
     }
 
     fn index_virtual_services(&mut self) {
@@ -505,7 +514,7 @@ impl Index {
             }
         }
         self.vs_hosts_of_dest = dest_hosts;
-        self.diagnostics.extend(diags);
+        self.routing_diagnostics.extend(diags);
     }
 
     fn index_dns(&mut self) {
@@ -541,33 +550,47 @@ impl Index {
         out
     }
 
+    /// The DestinationRule and VirtualService relations, with the diagnostics of those objects and of the routes
+    /// made from them. Built whole, also by [`Index::update`] whenever a Service, DestinationRule or
+    /// VirtualService changes: they are few next to the pods and endpoints.
+    fn index_routing(&mut self) {
+        self.dr_of_service.clear();
+        self.dr_by_name.clear();
+        self.vs_of_service.clear();
+        self.vs_literal.clear();
+        self.vs_hosts_of_dest.clear();
+        self.vs_by_name.clear();
+        self.routing_diagnostics.clear();
+        self.index_destination_rules();
+        self.index_virtual_services();
+        let routes = self.route_diagnostics();
+        self.routing_diagnostics.extend(routes);
+    }
+
+    /// What the routes of the VirtualServices report (unknown ports and subsets, ambiguous ports), sorted.
+    fn route_diagnostics(&self) -> Vec<Diagnostic> {
+        let mut diags = Vec::new();
+        for svc in self.vs_of_service.keys().filter_map(|k| self.cluster.services.get(k)) {
+            self.virtual_hosts_of(svc, &mut diags);
+        }
+        self.literal_virtual_hosts(&mut diags);
+        diags.sort_by(|a, b| (&a.object, &a.field, &a.message).cmp(&(&b.object, &b.field, &b.message)));
+        diags.dedup();
+        diags
+    }
+
     fn build_outbound(&mut self) -> Outbound {
         let mut out = Outbound::default();
-        let mut diags = Vec::new();
         for svc in self.cluster.services.values() {
-            let made = self.service_outbound(svc, &mut diags);
+            let made = self.service_outbound(svc);
             out.clusters.extend(made.clusters);
             out.listeners.extend(made.listeners);
             for (port, vh) in made.virtual_hosts {
                 out.routes.entry(port).or_default().virtual_hosts.push(vh);
             }
         }
-        // Literal VirtualService hosts: on every port their destinations (or matches) name.
-        for (host, key) in &self.vs_literal {
-            let Some(vs) = self.cluster.virtual_services.get(key) else { continue };
-            for port in self.vs_ports(vs) {
-                let routes = self.vs_routes(vs, port, &mut diags);
-                if routes.is_empty() {
-                    continue;
-                }
-                out.routes.entry(port).or_default().virtual_hosts.push(VirtualHost {
-                    name: format!("{host}:{port}"),
-                    domains: vec![host.clone()],
-                    service: None,
-                    virtual_service: Some(key.clone()),
-                    routes,
-                });
-            }
+        for (port, vh) in self.literal_virtual_hosts(&mut Vec::new()) {
+            out.routes.entry(port).or_default().virtual_hosts.push(vh);
         }
         // Rebuild each table's name index now that it is complete.
         for table in out.routes.values_mut() {
@@ -576,9 +599,30 @@ impl Index {
         for pod in self.cluster.pods.values() {
             out.pods.insert(pod.ip, self.direct_pod(pod));
         }
-        diags.sort_by(|a, b| (&a.object, &a.field, &a.message).cmp(&(&b.object, &b.field, &b.message)));
-        diags.dedup();
-        self.diagnostics.extend(diags);
+        out
+    }
+
+    /// The virtual hosts of literal VirtualService hosts (naming no Service), in host order: on every port their
+    /// destinations (or matches) name. They follow the Services' virtual hosts in each route table.
+    fn literal_virtual_hosts(&self, diags: &mut Vec<Diagnostic>) -> Vec<(ServicePort, VirtualHost)> {
+        let mut out = Vec::new();
+        for (host, key) in &self.vs_literal {
+            let Some(vs) = self.cluster.virtual_services.get(key) else { continue };
+            for port in self.vs_ports(vs) {
+                let routes = self.vs_routes(vs, port, diags);
+                if routes.is_empty() {
+                    continue;
+                }
+                let vh = VirtualHost {
+                    name: format!("{host}:{port}"),
+                    domains: vec![host.clone()],
+                    service: None,
+                    virtual_service: Some(key.clone()),
+                    routes,
+                };
+                out.push((port, vh));
+            }
+        }
         out
     }
 
@@ -594,7 +638,7 @@ impl Index {
 
     /// What one Service contributes to the outbound tables: a cluster per port and per subset of its
     /// DestinationRule, a listener per ClusterIP and port, and a virtual host per HTTP port (its route table's).
-    fn service_outbound(&self, svc: &Service, diags: &mut Vec<Diagnostic>) -> ServiceOutbound {
+    fn service_outbound(&self, svc: &Service) -> ServiceOutbound {
         let mut out = ServiceOutbound::default();
         let fqdn = service_fqdn(&svc.key.name, &svc.key.namespace, self.domain());
         for spec in &svc.ports {
@@ -644,25 +688,38 @@ impl Index {
                     },
                 ));
             }
-            if proto != Protocol::Tcp {
-                let mut domains = vec![fqdn.clone()];
-                domains.extend(svc.cluster_ips.iter().map(|ip| ip.to_string()));
-                let (routes, vs) =
-                    match self.vs_of_service.get(&svc.key).and_then(|k| self.cluster.virtual_services.get(k)) {
-                        Some(vs) => (self.vs_routes(vs, spec.port, diags), Some(vs.key.clone())),
-                        None => (vec![default_route(base.clone())], None),
-                    };
-                out.virtual_hosts.push((
-                    spec.port,
-                    VirtualHost {
-                        name: format!("{fqdn}:{}", spec.port),
-                        domains,
-                        service: Some(svc.key.clone()),
-                        virtual_service: vs,
-                        routes,
-                    },
-                ));
+        }
+        out.virtual_hosts = self.virtual_hosts_of(svc, &mut Vec::new());
+        out
+    }
+
+    /// A Service's virtual hosts: one per HTTP port of a ClusterIP Service, routed by its VirtualService or to
+    /// its own cluster. What the VirtualService's routes report goes to `diags`.
+    fn virtual_hosts_of(&self, svc: &Service, diags: &mut Vec<Diagnostic>) -> Vec<(ServicePort, VirtualHost)> {
+        let mut out = Vec::new();
+        if svc.headless {
+            return out;
+        }
+        let fqdn = service_fqdn(&svc.key.name, &svc.key.namespace, self.domain());
+        let vs = self.vs_of_service.get(&svc.key).and_then(|k| self.cluster.virtual_services.get(k));
+        for spec in &svc.ports {
+            if protocol::of_service_port(spec).is_none_or(|(proto, _)| proto == Protocol::Tcp) {
+                continue;
             }
+            let mut domains = vec![fqdn.clone()];
+            domains.extend(svc.cluster_ips.iter().map(|ip| ip.to_string()));
+            let routes = match vs {
+                Some(vs) => self.vs_routes(vs, spec.port, diags),
+                None => vec![default_route(ClusterName::new(&fqdn, spec.port, None))],
+            };
+            let vh = VirtualHost {
+                name: format!("{fqdn}:{}", spec.port),
+                domains,
+                service: Some(svc.key.clone()),
+                virtual_service: vs.map(|v| v.key.clone()),
+                routes,
+            };
+            out.push((spec.port, vh));
         }
         out
     }
@@ -1057,6 +1114,13 @@ impl Index {
         for host in &vs.hosts {
             if let Some(svc) = self.resolve_service(host, ns).and_then(|(k, _)| self.cluster.services.get(&k)) {
                 imp.route_tables.extend(svc.ports.iter().map(|p| p.port));
+            } else {
+                // A literal host: one VirtualService routes it (the first by name), and a change can hand it
+                // from one to another, whose virtual hosts are on its own ports.
+                let naming = self.candidate_names(host, ns).into_iter().filter_map(|n| self.vs_by_name.get(&n));
+                for other in naming.flatten().filter_map(|k| self.cluster.virtual_services.get(k)) {
+                    imp.route_tables.extend(self.vs_ports(other));
+                }
             }
         }
         for r in &vs.http {

@@ -8,8 +8,9 @@
 //! Measured, all on the control plane's side: time to index the cluster and encode its resources; time until
 //! every simulated sidecar has ACKed its initial config; after one endpoint change (a pod turns not ready, a pod
 //! is deleted), time from the change until each affected sidecar's ACK arrived (target p99 < 100 ms), and the
-//! resource bytes sent for it; the same for a whole new version from the file source, and for a change that
-//! re-indexes (a VirtualService edit); the control plane's peak RSS (target < 1 GiB).
+//! resource bytes sent for it; the same for a whole new version from the file source, a VirtualService edit
+//! (applied in place) and the one change that re-indexes (a MeshConfig edit); the control plane's peak RSS
+//! (target < 1 GiB).
 //!
 //! ```text
 //! cargo bench -p podmesh-control --bench scale                            # full scale, release
@@ -162,14 +163,14 @@ async fn run(scale: f64, command: String) {
         chosen.iter().rev().filter(ready).take(3).cloned().collect()
     };
     let mut changes = Vec::new();
-    let ready = measure_change(&control, chosen.len(), "a pod turns not ready", || async {
+    let ready = measure_change(&control, chosen.len(), "one endpoint change, a pod turns not ready", || async {
         Control::set_pod_ready(&control.shared, &victims[0], false).await.unwrap()
     })
     .await;
     changes.push(("a pod turns not ready", ready));
     let deleted = ObjectRef::new(ObjectKind::Pod, victims[1].clone());
     let event = Change::Objects { objects: Cluster::default(), changed: vec![deleted] };
-    let gone = measure_change(&control, chosen.len(), "a pod is deleted", || async {
+    let gone = measure_change(&control, chosen.len(), "one endpoint change, a pod is deleted", || async {
         Control::apply(&control.shared, Version { change: event, cause: format!("{} deleted", victims[1]) })
             .await
             .unwrap()
@@ -183,14 +184,17 @@ async fn run(scale: f64, command: String) {
     let mut whole = control.shared.index.read().cluster().clone();
     whole.set_pod_ready(&victims[2], false);
     let cause = format!("{} not ready (whole version)", victims[2]);
-    let file = measure_change(&control, chosen.len(), "a whole new version from the file source", || async {
-        Control::apply(&control.shared, Version { change: Change::Whole(whole), cause }).await.unwrap()
-    })
+    let file = measure_change(
+        &control,
+        chosen.len(),
+        "one endpoint change, a whole new version from the file source",
+        || async { Control::apply(&control.shared, Version { change: Change::Whole(whole), cause }).await.unwrap() },
+    )
     .await;
     changes.push(("a whole new version of the cluster", file));
     let (_, whole_peak) = rss_kib();
 
-    // A change that re-indexes: a VirtualService edited (its routes' timeout).
+    // A routing change, applied in place: a VirtualService edited (its routes' timeout).
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     let (vs, mut objects) = {
         let index = control.shared.index.read();
@@ -203,10 +207,26 @@ async fn run(scale: f64, command: String) {
         objects.virtual_services.insert(key.clone(), edited);
         (ObjectRef::new(ObjectKind::VirtualService, key.clone()), objects)
     };
-    let reindexed = measure_change(&control, chosen.len(), "a VirtualService edited (re-indexed)", || async {
+    let routed = measure_change(&control, chosen.len(), "one routing change, a VirtualService edited", || async {
         let cause = format!("{vs} edited");
         let change = Change::Objects { objects: std::mem::take(&mut objects), changed: vec![vs] };
         Control::apply(&control.shared, Version { change, cause }).await.unwrap()
+    })
+    .await;
+    let (_, routing_peak) = rss_kib();
+
+    // The one change that re-indexes: the MeshConfig edited (its outbound traffic policy, which every sidecar's
+    // Workload carries).
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let mut objects = Cluster { mesh: control.shared.index.read().cluster().mesh.clone(), ..Cluster::default() };
+    objects.mesh.outbound_traffic_policy = match objects.mesh.outbound_traffic_policy {
+        podmesh_model::OutboundPolicy::AllowAny => podmesh_model::OutboundPolicy::RegistryOnly,
+        podmesh_model::OutboundPolicy::RegistryOnly => podmesh_model::OutboundPolicy::AllowAny,
+    };
+    let reindexed = measure_change(&control, chosen.len(), "the MeshConfig edited (re-indexed)", || async {
+        let mesh = ObjectRef::new(ObjectKind::MeshConfig, ObjectKey::new("", "mesh"));
+        let change = Change::Objects { objects, changed: vec![mesh] };
+        Control::apply(&control.shared, Version { change, cause: "MeshConfig edited".into() }).await.unwrap()
     })
     .await;
     let (rss, reindex_peak) = rss_kib();
@@ -216,12 +236,13 @@ async fn run(scale: f64, command: String) {
     println!(
         "memory: control plane RSS {} MiB after index + encode (before any sidecar); peaks: {} MiB during the \
          initial push, {} MiB during the two endpoint changes, {} MiB during the whole version (the benchmark's \
-         copy of the cluster, given to the control plane, included), {} MiB during the re-index (it holds two \
-         versions of the index at once); now {} MiB; the simulated sidecars' process: peak {} MiB, now {} MiB",
+         copy of the cluster, given to the control plane, included), {} MiB during the VirtualService edit, {} MiB \
+         during the re-index; now {} MiB; the simulated sidecars' process: peak {} MiB, now {} MiB",
         rss_control / 1024,
         push_peak / 1024,
         endpoint_peak / 1024,
         whole_peak / 1024,
+        routing_peak / 1024,
         reindex_peak / 1024,
         rss / 1024,
         child_hwm / 1024,
@@ -235,11 +256,13 @@ async fn run(scale: f64, command: String) {
             fmt(*p99)
         );
     }
-    println!("  (no target) a change that re-indexes (a VirtualService edited): p99 {}", fmt(reindexed));
+    println!("  (no target) a routing change (a VirtualService edited): p99 {}", fmt(routed));
+    println!("  (no target) the change that re-indexes (the MeshConfig edited): p99 {}", fmt(reindexed));
     for (what, peak) in [
         ("the initial push and the endpoint changes", push_peak.max(endpoint_peak)),
         ("a whole version from the file source", whole_peak),
-        ("a re-index", reindex_peak),
+        ("a VirtualService edit", routing_peak),
+        ("a re-index (the MeshConfig edited)", reindex_peak),
     ] {
         println!(
             "  {}  control-plane RSS < 1 GiB during {what}: peak {} MiB",
@@ -275,7 +298,7 @@ async fn measure_change<F: Future<Output = u64>>(
         .map(|(k, d)| format!("{k} {}+{}-", d.put.len(), d.removed.len()))
         .collect();
     println!(
-        "one endpoint change, {what} ({}; changed: {}): published after {}; {affected} sidecars affected, ACKed p50 {} p99 {} max {} after the change (all in sync after {}); {:.1} KB of resources sent ({:.0} bytes per affected sidecar)",
+        "{what} ({}; changed: {}): published after {}; {affected} sidecars affected, ACKed p50 {} p99 {} max {} after the change (all in sync after {}); {:.1} KB of resources sent ({:.0} bytes per affected sidecar)",
         snapshot.cause,
         kinds.join(", "),
         fmt(published),

@@ -156,10 +156,10 @@ async fn apply_off_runtime(shared: &Arc<Shared>, version: Version) -> Result<App
     Ok(Applied { generation, in_place, took: start.elapsed() })
 }
 
-/// Applies `version` (the caller holds `Shared::publishing`). Pods, EndpointSlices and most Services are updated
-/// in the index in place and only the resources they reach are re-encoded; other kinds re-index (see
-/// `Index::updates_in_place`). What is left to free (a whole version's objects, an old index) is freed after
-/// the new version is published.
+/// Applies `version` (the caller holds `Shared::publishing`). Every kind of object but the MeshConfig is updated
+/// in the index in place, and only the resources it reaches are re-encoded; a MeshConfig change re-indexes (see
+/// `Index::updates_in_place`). What is left to free (a whole version's objects, an old index) is freed on a
+/// thread of its own.
 fn apply_now(shared: &Shared, version: Version) -> (u64, Option<bool>) {
     let Version { change, cause } = version;
     let (mut objects, changed, whole) = match change {
@@ -189,21 +189,24 @@ fn apply_now(shared: &Shared, version: Version) -> (u64, Option<bool>) {
         free_later(objects);
         return (generation, Some(true));
     }
-    // A re-index: the new index is built beside the one being served, which stays readable.
-    drop(index);
+    // A re-index (the MeshConfig changed: every name and identity is made from it). The old index's relations
+    // are dropped before the new ones are built, so the control plane never holds two indexes (at 100,000 pods
+    // that would be over 1 GiB). Until it is done (seconds at that scale) new streams and certificate requests
+    // wait for the index; every sidecar keeps serving with the config it has.
+    let old = std::mem::replace(&mut *index, Index::new(Cluster::default()));
     let cluster = if whole {
+        free_later(old);
         objects
     } else {
-        let mut cluster = shared.index.read().cluster().clone();
+        let mut cluster = old.into_cluster();
         cluster.apply_changes(&mut objects, &changed);
         cluster
     };
-    let fresh = Index::new(cluster);
-    let next = Snapshot::next(Some(&prev), &fresh, None, anchors, cause);
-    let old = std::mem::replace(&mut *shared.index.write(), fresh);
-    let generation = publish(shared, next);
-    free_later(old);
-    (generation, Some(false))
+    *index = Index::new(cluster);
+    let index = parking_lot::RwLockWriteGuard::downgrade(index);
+    let next = Snapshot::next(Some(&prev), &index, None, anchors, cause);
+    drop(index);
+    (publish(shared, next), Some(false))
 }
 
 /// Frees a large value (a whole version's objects, an old index: up to a few hundred milliseconds for 100,000
@@ -320,7 +323,8 @@ mod tests {
         // Setting the readiness it already has publishes nothing.
         assert_eq!(Control::set_pod_ready(&control.shared, &web, false).await.unwrap(), 2);
         assert_eq!(Control::set_pod_ready(&control.shared, &web, true).await.unwrap(), 3);
-        // A policy re-indexes. Each version counts once, by how it was applied.
+        // A policy is applied in place too; a MeshConfig change re-indexes. Each version counts once, by how it
+        // was applied.
         let key = ObjectKey::new("shop", "strict");
         let mut objects = Cluster::default();
         let pa = podmesh_model::PeerAuthentication {
@@ -333,9 +337,17 @@ mod tests {
         objects.peer_authentications.insert(key.clone(), pa);
         let change = Change::Objects { objects, changed: vec![ObjectRef::new(Kind::PeerAuthentication, key)] };
         assert_eq!(Control::apply(&control.shared, Version { change, cause: "policy".into() }).await.unwrap(), 4);
+        let mut objects = Cluster { mesh: control.shared.index.read().cluster().mesh.clone(), ..Cluster::default() };
+        objects.mesh.outbound_traffic_policy = match objects.mesh.outbound_traffic_policy {
+            podmesh_model::OutboundPolicy::AllowAny => podmesh_model::OutboundPolicy::RegistryOnly,
+            podmesh_model::OutboundPolicy::RegistryOnly => podmesh_model::OutboundPolicy::AllowAny,
+        };
+        let mesh = ObjectRef::new(Kind::MeshConfig, ObjectKey::new("", "mesh"));
+        let change = Change::Objects { objects, changed: vec![mesh] };
+        assert_eq!(Control::apply(&control.shared, Version { change, cause: "mesh".into() }).await.unwrap(), 5);
         let updates =
             |how: &str| control.shared.metrics.updates.get_or_create(&status::HowLabel { how: how.into() }).get();
-        assert_eq!((updates("in_place"), updates("reindex")), (2, 1));
+        assert_eq!((updates("in_place"), updates("reindex")), (3, 1));
         assert_eq!(control.shared.index.read().cluster().peer_authentications.len(), 1);
     }
 }

@@ -1,11 +1,13 @@
 //! Incremental indexing: [`Index::update`] applies the objects that changed between two versions of the cluster
-//! in place, touching only the relations, DNS records and outbound resources they reach. After it, the index is
-//! equal (`==`) to [`Index::new`] of the new cluster; `tests/update.rs` checks this for random sequences of
-//! changes.
+//! in place, touching only the relations, DNS records, modes and outbound resources they reach. After it, the
+//! index is equal (`==`) to [`Index::new`] of the new cluster; `tests/update.rs` checks this for random sequences
+//! of changes.
 //!
 //! Each change is applied in three steps: the old objects' contributions are retracted (using the relations as
 //! they were), the objects are replaced, and the new contributions are added. What is retracted and re-added is
-//! decided up front as a set of "dirty" Services: those whose members, endpoints or records can differ.
+//! decided up front: the "dirty" Services, whose members, endpoints, records or routes can differ, and the pods
+//! whose relations or modes can differ. The relations of the few routing objects (DestinationRules and
+//! VirtualServices) and of the PeerAuthentications are built again whole.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -14,28 +16,20 @@ use std::sync::Arc;
 use podmesh_model::{Cluster, Kind, ObjectKey, ObjectRef, ServicePort, selector_matches};
 
 use super::{Impact, Index, add_pod_relations, add_slice_relations, sorted_insert};
-use crate::config::{ClusterName, Outbound, RouteTable};
+use crate::config::{ClusterName, Outbound, PortModes, RouteTable};
+use crate::fxmap::FxMap;
+use crate::mtls::Policies;
 use crate::names::service_fqdn;
 
+/// Each namespace's modes, made once per update (the pods of a namespace share them, as in a built index).
+type NamespaceModes = FxMap<Arc<str>, Arc<PortModes>>;
+
 impl Index {
-    /// Whether [`Index::update`] applies these changes in place. Pods, Deployments, StatefulSets and
-    /// EndpointSlices always are, and Services that no VirtualService or DestinationRule names. A change to the
-    /// MeshConfig, a Namespace, a PeerAuthentication, a VirtualService or a DestinationRule, or to a Service that
-    /// one names, can reach every sidecar's routes or modes: those are re-indexed (as Istio makes a full push
-    /// for them, and an incremental one only for endpoints).
+    /// Whether [`Index::update`] applies these changes in place: every kind is, but the MeshConfig, whose
+    /// settings (domain, trust domain, root namespace) every name and identity is made from; a change to it
+    /// re-indexes.
     pub fn updates_in_place(&self, changed: &[ObjectRef]) -> bool {
-        changed.iter().all(|o| match o.kind {
-            Kind::Pod | Kind::Deployment | Kind::StatefulSet | Kind::EndpointSlice => true,
-            Kind::Service => {
-                let fqdn = service_fqdn(&o.key.name, &o.key.namespace, self.domain());
-                !self.vs_by_name.contains_key(&fqdn) && !self.dr_by_name.contains_key(&fqdn)
-            }
-            Kind::Namespace
-            | Kind::VirtualService
-            | Kind::DestinationRule
-            | Kind::PeerAuthentication
-            | Kind::MeshConfig => false,
-        })
+        changed.iter().all(|o| o.kind != Kind::MeshConfig)
     }
 
     /// Applies `changed` — the objects that differ between this index's cluster and `next`
@@ -50,29 +44,59 @@ impl Index {
         for o in changed {
             imp.merge(self.impact(o));
         }
-        let keys = |kind: Kind| -> Vec<ObjectKey> {
+        let keys = |kind: Kind| -> BTreeSet<ObjectKey> {
             changed.iter().filter(|o| o.kind == kind).map(|o| o.key.clone()).collect()
         };
         let (pods, services, slices) = (keys(Kind::Pod), keys(Kind::Service), keys(Kind::EndpointSlice));
-        let services: BTreeSet<ObjectKey> = services.into_iter().collect();
-        let dirty = self.dirty_services(next, &pods, &services, &slices);
+        let routing =
+            changed.iter().any(|o| matches!(o.kind, Kind::Service | Kind::VirtualService | Kind::DestinationRule));
+        let policy = changed.iter().any(|o| o.kind == Kind::PeerAuthentication);
+        // Pods whose modes a changed PeerAuthentication reaches, before and after.
+        let moded: BTreeSet<ObjectKey> = if policy { self.policy_scope(next, changed) } else { BTreeSet::new() };
+        let touched_pods: Vec<ObjectKey> = pods.union(&moded).cloned().collect();
+        let mut dirty = self.dirty_services(next, &touched_pods, &services, &slices);
+        // Services whose virtual hosts (and subsets) are made again with their listeners: the changed ones, and
+        // those a changed routing object reaches.
+        let mut routed = services.clone();
+        if routing {
+            routed.extend(self.routing_dirty(next, changed));
+            dirty.extend(routed.iter().cloned());
+        }
         let mut outbound = std::mem::take(&mut self.outbound);
         let mut touched = BTreeSet::new();
         let out = Arc::make_mut(&mut outbound);
 
         // 1. Retract what the old objects contributed.
         for s in &dirty {
-            self.retract_service(s, services.contains(s), out, &mut touched);
+            self.retract_service(s, routed.contains(s), out, &mut touched);
         }
         for p in &pods {
             self.retract_pod(p, out);
+        }
+        for p in moded.difference(&pods) {
+            self.modes.remove(p);
+            self.mode_conflicts.remove(p);
         }
         for l in &slices {
             self.retract_slice(l);
         }
 
-        // 2. Replace the objects.
+        // 2. Replace the objects, and build the few relations that are built whole again.
         self.cluster.apply_changes(next, changed);
+        for s in &services {
+            let fqdn = service_fqdn(&s.name, &s.namespace, self.domain());
+            match self.cluster.services.contains_key(s) {
+                true => self.service_by_fqdn.insert(fqdn, s.clone()),
+                false => self.service_by_fqdn.remove(&fqdn),
+            };
+        }
+        if policy {
+            self.policy_diagnostics.clear();
+            self.policies = Policies::new(&self.cluster, &mut self.policy_diagnostics);
+        }
+        if routing {
+            self.index_routing();
+        }
 
         // 3. Add what the new objects contribute: slices and pods first, as members and endpoints come from them.
         for l in &slices {
@@ -85,12 +109,20 @@ impl Index {
                 );
             }
         }
+        let mut namespace_modes = NamespaceModes::default();
         for p in &pods {
-            self.add_pod(p, out);
+            self.add_pod(p, &mut namespace_modes, out);
+        }
+        for p in moded.difference(&pods) {
+            self.add_modes(p, &mut namespace_modes, out);
         }
         let mut tables = BTreeSet::new();
+        remove_virtual_hosts(out, &routed, &mut tables);
         for s in &dirty {
-            self.add_service(s, services.contains(s), out, &mut tables, &mut touched);
+            self.add_service(s, routed.contains(s), out, &mut tables, &mut touched);
+        }
+        if routing {
+            self.replace_literal_hosts(out, &mut tables);
         }
         for port in tables {
             if let Some(table) = out.routes.get_mut(&port) {
@@ -109,6 +141,81 @@ impl Index {
         Some(imp)
     }
 
+    /// The pods whose modes the changed PeerAuthentications reach, as they were and as they are in `next` (a
+    /// mesh-wide policy reaches every pod).
+    fn policy_scope(&self, next: &Cluster, changed: &[ObjectRef]) -> BTreeSet<ObjectKey> {
+        let mut out = BTreeSet::new();
+        for o in changed.iter().filter(|o| o.kind == Kind::PeerAuthentication) {
+            let versions = [self.cluster.peer_authentications.get(&o.key), next.peer_authentications.get(&o.key)];
+            for pa in versions.into_iter().flatten() {
+                out.extend(Policies::scope(&self.cluster, pa).map(|p| p.key.clone()));
+            }
+        }
+        out
+    }
+
+    /// The Services whose routes or subsets a change to Services, DestinationRules or VirtualServices can alter:
+    /// those the changed routing objects apply to or could apply to (any Service a host of theirs can name,
+    /// before or after), and those whose VirtualService names a changed Service (a destination's ports choose
+    /// the route's cluster). A changed Service is itself dirty already.
+    fn routing_dirty(&self, next: &Cluster, changed: &[ObjectRef]) -> BTreeSet<ObjectKey> {
+        let (mut vss, mut drs) = (BTreeSet::new(), BTreeSet::new());
+        for o in changed {
+            match o.kind {
+                Kind::VirtualService => {
+                    vss.insert(&o.key);
+                }
+                Kind::DestinationRule => {
+                    drs.insert(&o.key);
+                }
+                // A DestinationRule applies to the one Service its host names, which is dirty when it changes (a
+                // host's candidate names can name at most one Service: names and namespaces are DNS labels). A
+                // VirtualService's routes also depend on their destinations' ports.
+                Kind::Service => {
+                    let fqdn = service_fqdn(&o.key.name, &o.key.namespace, self.domain());
+                    vss.extend(self.vs_by_name.get(&fqdn).into_iter().flatten());
+                }
+                _ => {}
+            }
+        }
+        let mut dirty: BTreeSet<ObjectKey> = BTreeSet::new();
+        dirty.extend(self.vs_of_service.iter().filter(|(_, v)| vss.contains(v)).map(|(s, _)| s.clone()));
+        dirty.extend(self.dr_of_service.iter().filter(|(_, d)| drs.contains(d)).map(|(s, _)| s.clone()));
+        for key in vss {
+            for vs in [self.cluster.virtual_services.get(key), next.virtual_services.get(key)].into_iter().flatten() {
+                for host in &vs.hosts {
+                    dirty.extend(self.services_named(host, &key.namespace));
+                }
+            }
+        }
+        for key in drs {
+            for dr in [self.cluster.destination_rules.get(key), next.destination_rules.get(key)].into_iter().flatten() {
+                dirty.extend(self.services_named(&dr.host, &key.namespace));
+            }
+        }
+        dirty
+    }
+
+    /// Every Service a host written in namespace `ns` can name (whichever of its candidate names exist).
+    fn services_named(&self, host: &str, ns: &str) -> Vec<ObjectKey> {
+        self.candidate_names(host, ns).into_iter().filter_map(|n| self.service_by_fqdn.get(&n).cloned()).collect()
+    }
+
+    /// Replaces the virtual hosts of literal VirtualService hosts: after the Services' ones, in host order.
+    fn replace_literal_hosts(&self, out: &mut Outbound, tables: &mut BTreeSet<ServicePort>) {
+        for (port, table) in out.routes.iter_mut() {
+            let before = table.virtual_hosts.len();
+            table.virtual_hosts.retain(|vh| vh.service.is_some());
+            if table.virtual_hosts.len() != before {
+                tables.insert(*port);
+            }
+        }
+        for (port, vh) in self.literal_virtual_hosts(&mut Vec::new()) {
+            out.routes.entry(port).or_default().virtual_hosts.push(vh);
+            tables.insert(port);
+        }
+    }
+
     /// The Services whose members, endpoints, DNS records or outbound resources the change can alter: the
     /// changed Services; those of changed EndpointSlices (before and after); for a changed pod, the Services
     /// that declare ports for it now, those whose selector matches its new labels, and those whose slices list
@@ -118,7 +225,7 @@ impl Index {
         next: &Cluster,
         pods: &[ObjectKey],
         services: &BTreeSet<ObjectKey>,
-        slices: &[ObjectKey],
+        slices: &BTreeSet<ObjectKey>,
     ) -> BTreeSet<ObjectKey> {
         let mut dirty = services.clone();
         for l in slices {
@@ -148,12 +255,12 @@ impl Index {
         dirty
     }
 
-    /// Removes a Service's members and DNS records, and its clusters; for a changed Service also its listeners
-    /// and name (its virtual hosts are replaced in `add_service`).
+    /// Removes a Service's members and DNS records, and its clusters; for a `routed` one also its listeners and
+    /// name (its virtual hosts are replaced in `add_service`).
     fn retract_service(
         &mut self,
         key: &ObjectKey,
-        changed: bool,
+        routed: bool,
         out: &mut Outbound,
         touched: &mut BTreeSet<ClusterName>,
     ) {
@@ -170,7 +277,7 @@ impl Index {
                     touched.insert(name);
                 }
             }
-            if changed {
+            if routed {
                 for ip in &svc.cluster_ips {
                     let addr = SocketAddr::new(*ip, spec.port.0);
                     if out.listeners.get(&addr).is_some_and(|l| l.service == *key) {
@@ -178,9 +285,6 @@ impl Index {
                     }
                 }
             }
-        }
-        if changed {
-            self.service_by_fqdn.remove(&fqdn);
         }
         for pod in self.pods_of_service.remove(key).into_iter().flatten() {
             remove_from(&mut self.services_of_pod, &pod, key);
@@ -227,7 +331,7 @@ impl Index {
     }
 
     /// Adds a pod (if it exists now) to the relations, with its modes, and its direct-table entry.
-    fn add_pod(&mut self, key: &ObjectKey, out: &mut Outbound) {
+    fn add_pod(&mut self, key: &ObjectKey, namespace_modes: &mut NamespaceModes, out: &mut Outbound) {
         let Some(pod) = self.cluster.pods.get(key) else { return };
         add_pod_relations(
             &mut self.pod_by_ip,
@@ -237,39 +341,41 @@ impl Index {
             &self.cluster,
             pod,
         );
+        self.add_modes(key, namespace_modes, out);
+    }
+
+    /// Sets a pod's modes (if it exists and is meshed) and its direct-table entry, which carries them.
+    fn add_modes(&mut self, key: &ObjectKey, namespace_modes: &mut NamespaceModes, out: &mut Outbound) {
+        let Some(pod) = self.cluster.pods.get(key) else { return };
         if pod.sidecar {
-            let ns = Arc::new(self.policies.namespace_modes(&self.cluster, &key.namespace));
+            let ns = match namespace_modes.get(&key.namespace) {
+                Some(ns) => Arc::clone(ns),
+                None => {
+                    let ns = Arc::new(self.policies.namespace_modes(&self.cluster, &key.namespace));
+                    namespace_modes.insert(key.namespace.clone(), Arc::clone(&ns));
+                    ns
+                }
+            };
             let (modes, conflict) = self.pod_modes(pod, &ns);
             self.modes.insert(key.clone(), modes);
             if let Some(pair) = conflict {
                 self.mode_conflicts.insert(key.clone(), pair);
             }
         }
-        let Some(pod) = self.cluster.pods.get(key) else { return };
         out.pods.insert(pod.ip, self.direct_pod(pod));
     }
 
-    /// Adds a Service's members, DNS records and clusters (if it exists now); for a changed Service also its
-    /// name and listeners, and its virtual hosts in place of the old ones (the ports of route tables touched are
-    /// added to `tables`).
+    /// Adds a Service's members, DNS records and clusters (if it exists now); for a `routed` one also its name,
+    /// listeners and virtual hosts (whose old ones `remove_virtual_hosts` took out; the ports of route tables
+    /// touched are added to `tables`).
     fn add_service(
         &mut self,
         key: &ObjectKey,
-        changed: bool,
+        routed: bool,
         out: &mut Outbound,
         tables: &mut BTreeSet<ServicePort>,
         touched: &mut BTreeSet<ClusterName>,
     ) {
-        if changed {
-            // The old virtual hosts, on whatever port they were.
-            for (port, table) in out.routes.iter_mut() {
-                let before = table.virtual_hosts.len();
-                table.virtual_hosts.retain(|vh| vh.service.as_ref() != Some(key));
-                if table.virtual_hosts.len() != before {
-                    tables.insert(*port);
-                }
-            }
-        }
         let Some(svc) = self.cluster.services.get(key) else { return };
         let members = self.members(svc);
         for pod in &members {
@@ -280,16 +386,12 @@ impl Index {
         for (name, ips) in self.service_dns(svc) {
             self.dns.insert(name, ips);
         }
-        // Route diagnostics come only from VirtualServices, which a Service changed in place has none of:
-        // those of an unchanged Service are already recorded.
-        let made = self.service_outbound(svc, &mut Vec::new());
+        let made = self.service_outbound(svc);
         touched.extend(made.clusters.iter().map(|(name, _)| name.clone()));
         out.clusters.extend(made.clusters);
-        if !changed {
+        if !routed {
             return;
         }
-        let fqdn = service_fqdn(&key.name, &key.namespace, self.domain());
-        self.service_by_fqdn.insert(fqdn, key.clone());
         out.listeners.extend(made.listeners);
         for (port, vh) in made.virtual_hosts {
             let hosts = &mut out.routes.entry(port).or_default().virtual_hosts;
@@ -314,6 +416,21 @@ where
         }
         if list.is_empty() {
             map.remove(key);
+        }
+    }
+}
+
+/// Takes the virtual hosts of `services` out of every route table (the ports of the tables touched are added to
+/// `tables`); `add_service` puts their new ones in.
+fn remove_virtual_hosts(out: &mut Outbound, services: &BTreeSet<ObjectKey>, tables: &mut BTreeSet<ServicePort>) {
+    if services.is_empty() {
+        return;
+    }
+    for (port, table) in out.routes.iter_mut() {
+        let before = table.virtual_hosts.len();
+        table.virtual_hosts.retain(|vh| vh.service.as_ref().is_none_or(|s| !services.contains(s)));
+        if table.virtual_hosts.len() != before {
+            tables.insert(*port);
         }
     }
 }

@@ -32,6 +32,14 @@ spec:
   hosts: [later]
   http: [{route: [{destination: {host: echo}}]}]
 ---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: legacy, namespace: shop}
+spec:
+  hosts: [legacy]
+  # No port: the destination's only one, until it has several.
+  http: [{route: [{destination: {host: greeter}}]}]
+---
 apiVersion: v1
 kind: Service
 metadata: {name: external, namespace: shop}
@@ -62,7 +70,7 @@ pub fn k(s: &str) -> ObjectKey {
 }
 
 /// How many mutations `mutate` knows.
-pub const MUTATIONS: usize = 26;
+pub const MUTATIONS: usize = 31;
 
 /// Applies mutation `m` (with parameter `x`) and says which object changed.
 pub fn mutate(c: &mut Cluster, m: usize, x: usize) -> ObjectRef {
@@ -276,6 +284,82 @@ pub fn mutate(c: &mut Cluster, m: usize, x: usize) -> ObjectRef {
                 }),
             }
             ObjectRef::new(Kind::Pod, pod)
+        }
+        26 => {
+            // A VirtualService named to sort before the others: it takes a Service's host from one of them, and
+            // routes a literal host to another Service (a subset, a port it may not have).
+            let key = ObjectKey::new(svc.namespace.clone(), "aa-early");
+            if c.virtual_services.remove(&key).is_none() {
+                let dest = &services[(x / 3) % services.len()];
+                let vs = VirtualService {
+                    key: key.clone(),
+                    hosts: vec![svc.name.to_string(), format!("api-{}.example.com", x % 2)],
+                    http: vec![HttpRoute {
+                        name: None,
+                        matches: vec![],
+                        destinations: vec![WeightedDestination {
+                            host: format!("{}.{}", dest.name, dest.namespace),
+                            subset: x.is_multiple_of(2).then(|| "a".into()),
+                            port: (x % 3 == 1).then_some(ServicePort(80)),
+                            weight: 100,
+                        }],
+                        timeout: None,
+                        retries: None,
+                    }],
+                    origin: None,
+                };
+                c.virtual_services.insert(key.clone(), vs);
+            }
+            ObjectRef::new(Kind::VirtualService, key)
+        }
+        27 => {
+            // A DestinationRule named to sort before the others, for some Service (it may already have one).
+            let key = ObjectKey::new(svc.namespace.clone(), "aa-rule");
+            if c.destination_rules.remove(&key).is_none() {
+                let app = ["web", "db", "echo"][x % 3].to_string();
+                let subsets = vec![
+                    Subset { name: "a".into(), labels: Labels::from([("app".to_string(), app)]) },
+                    Subset { name: format!("b{}", x % 2), labels: Labels::new() },
+                ];
+                let dr = DestinationRule { key: key.clone(), host: svc.name.to_string(), subsets, origin: None };
+                c.destination_rules.insert(key.clone(), dr);
+            }
+            ObjectRef::new(Kind::DestinationRule, key)
+        }
+        28 => {
+            // A PeerAuthentication deleted (or, with none left, the DestinationRule `web` edited).
+            let pas: Vec<ObjectKey> = c.peer_authentications.keys().cloned().collect();
+            if pas.is_empty() {
+                let key = k("shop/web");
+                if let Some(dr) = c.destination_rules.get_mut(&key) {
+                    dr.subsets.push(Subset { name: format!("s{}", x % 3), labels: Labels::new() });
+                }
+                return ObjectRef::new(Kind::DestinationRule, key);
+            }
+            let key = pas[x % pas.len()].clone();
+            c.peer_authentications.remove(&key);
+            ObjectRef::new(Kind::PeerAuthentication, key)
+        }
+        29 => {
+            // The hosts of VirtualService `web` edited: a literal host added, or a Service's host given up.
+            let key = k("shop/web");
+            if let Some(vs) = c.virtual_services.get_mut(&key) {
+                match x % 3 {
+                    0 => vs.hosts.push(format!("extra-{}.example.com", x % 5)),
+                    1 => vs.hosts.retain(|h| h != "web"),
+                    _ => vs.hosts.push("db".into()),
+                }
+            }
+            ObjectRef::new(Kind::VirtualService, key)
+        }
+        30 => {
+            // A Namespace's labels edited.
+            let Some(name) = c.namespaces.keys().nth(x % c.namespaces.len().max(1)).cloned() else {
+                return ObjectRef::new(Kind::Pod, pod);
+            };
+            let ns = c.namespaces.get_mut(&name).unwrap();
+            ns.labels.insert("team".into(), format!("t{}", x % 3));
+            ObjectRef::new(Kind::Namespace, ObjectKey::new(name.clone(), name))
         }
         _ => {
             // Labels that another Service's selector (and a workload policy's) matches.
