@@ -36,7 +36,7 @@ use crate::status::{Metrics, Nack, ProxyStatus, unix_now};
 /// several responses of one kind in a row).
 pub const MAX_RESOURCES_PER_RESPONSE: usize = 1000;
 pub const MAX_BYTES_PER_RESPONSE: usize = 64 << 10;
-/// Responses a stream queues ahead of its sidecar (besides what gRPC and HTTP/2 buffer).
+/// Batches of responses a stream queues ahead of its sidecar (besides what gRPC and HTTP/2 buffer).
 const QUEUED_RESPONSES: usize = 1;
 /// How many streams may have a push of several responses (a sidecar's initial config, a large change), or of one
 /// response above the byte budget (a large route table), in flight at once: two per CPU, at least four. A stream
@@ -92,32 +92,38 @@ const CHUNK_BYTES: usize = 16 << 10;
 /// (tonic's own encoder reuses one buffer per stream, which keeps the size of the largest message the stream
 /// ever carried: a thousand streams that were sent a 1.7 MB route table kept 1.7 GB.)
 struct ResponseBody {
-    responses: BoxStream<Outgoing>,
+    responses: BoxStream<Vec<Outgoing>>,
     /// The chunks of the message being sent.
     pending: std::collections::VecDeque<Bytes>,
     done: bool,
 }
 
 impl ResponseBody {
-    fn frame(&mut self, out: Outgoing) {
-        let len = out.encoded_len();
-        let mut chunk = bytes::BytesMut::with_capacity(CHUNK_BYTES.min(len) + 5 + out.head.encoded_len());
-        chunk.put_u8(0);
-        chunk.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
-        out.head.encode_raw(&mut chunk);
-        for r in out.resources {
-            if r.len() >= OWN_CHUNK_BYTES {
-                if !chunk.is_empty() {
-                    self.pending.push_back(std::mem::take(&mut chunk).freeze());
+    /// Frames a batch of responses into chunks: small entries and the messages' prefixes and header fields are
+    /// gathered into chunks of up to CHUNK_BYTES, across messages, so a batch of small responses (a change of two
+    /// kinds) is one DATA frame and one write; large entries are chunks of their own.
+    fn frame(&mut self, batch: Vec<Outgoing>) {
+        let mut chunk = bytes::BytesMut::new();
+        for out in batch {
+            let len = out.encoded_len();
+            chunk.reserve(CHUNK_BYTES.min(len) + 5 + out.head.encoded_len());
+            chunk.put_u8(0);
+            chunk.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
+            out.head.encode_raw(&mut chunk);
+            for r in out.resources {
+                if r.len() >= OWN_CHUNK_BYTES {
+                    if !chunk.is_empty() {
+                        self.pending.push_back(chunk.split().freeze());
+                    }
+                    self.pending.push_back(r);
+                    continue;
                 }
-                self.pending.push_back(r);
-                continue;
+                if chunk.len() + r.len() > CHUNK_BYTES && !chunk.is_empty() {
+                    self.pending.push_back(chunk.split().freeze());
+                    chunk.reserve(CHUNK_BYTES);
+                }
+                chunk.put_slice(&r);
             }
-            if chunk.len() + r.len() > CHUNK_BYTES && !chunk.is_empty() {
-                self.pending
-                    .push_back(std::mem::replace(&mut chunk, bytes::BytesMut::with_capacity(CHUNK_BYTES)).freeze());
-            }
-            chunk.put_slice(&r);
         }
         if !chunk.is_empty() {
             self.pending.push_back(chunk.freeze());
@@ -142,8 +148,8 @@ impl hyper::body::Body for ResponseBody {
             }
             let status = match self.responses.as_mut().poll_next(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Ok(out))) => {
-                    self.frame(out);
+                Poll::Ready(Some(Ok(batch))) => {
+                    self.frame(batch);
                     continue;
                 }
                 Poll::Ready(Some(Err(status))) => status,
@@ -221,7 +227,7 @@ impl Ads {
         &self,
         conn: Option<ConnInfo>,
         mut incoming: Streaming<DeltaDiscoveryRequest>,
-    ) -> Result<BoxStream<Outgoing>, Status> {
+    ) -> Result<BoxStream<Vec<Outgoing>>, Status> {
         let Some(peer) = conn.as_ref().and_then(|c| c.identity.clone()) else {
             return Err(Status::unauthenticated(
                 "xDS needs the sidecar's mesh certificate: get one from the CA first (CreateCertificate with the \
@@ -279,6 +285,8 @@ impl Ads {
             slot: None,
             pending: HashMap::new(),
             nonce: 0,
+            batch: Vec::new(),
+            batch_bytes: 0,
         };
         tokio::spawn(stream.run(first, incoming, self.shared.snapshots.subscribe()));
         Ok(Box::pin(ReceiverStream::new(rx)))
@@ -331,7 +339,12 @@ struct StreamState {
     id: u64,
     pod: ObjectKey,
     shared: Arc<Shared>,
-    tx: mpsc::Sender<Result<Outgoing, Status>>,
+    tx: mpsc::Sender<Result<Vec<Outgoing>, Status>>,
+    /// Responses made but not yet handed to gRPC: what one request or one generation makes goes down as one
+    /// batch, so HTTP/2 and TLS write it at once (a pod deleted changes two kinds: one write per sidecar, not
+    /// two), up to about MAX_BYTES_PER_RESPONSE.
+    batch: Vec<Outgoing>,
+    batch_bytes: usize,
     /// Per subscribed shared kind: the version of the resources last sent.
     sent: BTreeMap<Kind, Arc<Snapshot>>,
     /// The Workload last sent (its version), once subscribed.
@@ -357,7 +370,7 @@ impl StreamState {
         let mut next = Some(first);
         loop {
             if let Some(req) = next.take()
-                && self.handle(req).await.is_err()
+                && (self.handle(req).await.is_err() || self.flush().await.is_err())
             {
                 break;
             }
@@ -371,7 +384,7 @@ impl StreamState {
                         break;
                     }
                     let s = Arc::clone(&snapshots.borrow_and_update());
-                    if self.push(&s).await.is_err() {
+                    if self.push(&s).await.is_err() || self.flush().await.is_err() {
                         break;
                     }
                 }
@@ -490,6 +503,7 @@ impl StreamState {
             // of Services share) is a long push on its own, and waits for a slot before it is sent.
             let heavy = bytes > MAX_BYTES_PER_RESPONSE;
             if heavy && self.slot.is_none() {
+                self.flush().await?;
                 let permit = Arc::clone(&self.shared.push_slots).acquire_owned().await.map_err(|_| ())?;
                 self.slot = Some((permit, String::new()));
             }
@@ -516,6 +530,7 @@ impl StreamState {
             }
             // More than one response: the rest needs a push slot (this stream may hold one already).
             if self.slot.is_none() {
+                self.flush().await?;
                 let permit = Arc::clone(&self.shared.push_slots).acquire_owned().await.map_err(|_| ())?;
                 self.slot = Some((permit, String::new()));
             }
@@ -559,8 +574,23 @@ impl StreamState {
         self.nonce.to_string()
     }
 
-    async fn send(&self, r: Outgoing) -> Result<(), ()> {
-        self.tx.send(Ok(r)).await.map_err(|_| ())
+    /// Adds a response to the batch, which goes down when it is full, before a wait for a push slot, and when the
+    /// request or generation is answered ([`StreamState::flush`]).
+    async fn send(&mut self, r: Outgoing) -> Result<(), ()> {
+        self.batch_bytes += r.encoded_len();
+        self.batch.push(r);
+        if self.batch_bytes >= MAX_BYTES_PER_RESPONSE {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), ()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        self.batch_bytes = 0;
+        self.tx.send(Ok(std::mem::take(&mut self.batch))).await.map_err(|_| ())
     }
 }
 
@@ -571,5 +601,87 @@ fn set<V>(map: &mut BTreeMap<String, V>, kind: Kind, value: V) {
         None => {
             map.insert(kind.as_str().to_string(), value);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+    use crate::snapshot::Encoded;
+    use hyper::body::Body;
+
+    fn response(kind: Kind, nonce: &str, bodies: &[usize], removed: &[&str]) -> (Outgoing, DeltaDiscoveryResponse) {
+        let encoded: Vec<Arc<Encoded>> = bodies
+            .iter()
+            .enumerate()
+            .map(|(i, len)| {
+                let body = podmesh_api::xds::Any { type_url: kind.type_url().into(), value: vec![i as u8; *len] };
+                Encoded::new(&format!("r{i}"), body)
+            })
+            .collect();
+        let head = DeltaDiscoveryResponse {
+            system_version_info: "7".into(),
+            type_url: kind.type_url().into(),
+            nonce: nonce.into(),
+            removed_resources: removed.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        let mut whole = head.clone();
+        for e in &encoded {
+            whole.resources.extend(DeltaDiscoveryResponse::decode(e.entry.clone()).unwrap().resources);
+        }
+        (Outgoing { head, resources: encoded.iter().map(|e| e.entry.clone()).collect() }, whole)
+    }
+
+    /// The DATA frames a body yields for `batches`, and the messages they decode to.
+    fn frames(batches: Vec<Vec<Outgoing>>) -> (Vec<Bytes>, Vec<DeltaDiscoveryResponse>) {
+        let stream = tokio_stream::iter(batches.into_iter().map(Ok));
+        let mut body = ResponseBody { responses: Box::pin(stream), pending: Default::default(), done: false };
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let mut data = Vec::new();
+        while let Poll::Ready(Some(frame)) = Pin::new(&mut body).poll_frame(&mut cx) {
+            if let Ok(bytes) = frame.unwrap().into_data() {
+                data.push(bytes);
+            }
+        }
+        assert!(body.is_end_stream());
+        let mut all = bytes::BytesMut::new();
+        for d in &data {
+            all.extend_from_slice(d);
+        }
+        let mut all = all.freeze();
+        let mut messages = Vec::new();
+        while !all.is_empty() {
+            assert_eq!(all[0], 0, "uncompressed");
+            let len = u32::from_be_bytes([all[1], all[2], all[3], all[4]]) as usize;
+            let message = all.slice(5..5 + len);
+            all = all.slice(5 + len..);
+            messages.push(DeltaDiscoveryResponse::decode(message).unwrap());
+        }
+        (data, messages)
+    }
+
+    /// A change of two kinds (a pod deleted: its clusters and its direct entry) is one batch, and its two small
+    /// responses go down as one DATA frame: one write per sidecar. Large entries keep frames of their own, and
+    /// every message decodes to exactly what was meant.
+    #[test]
+    fn a_batch_of_small_responses_is_one_frame_and_every_message_decodes_whole() {
+        let (clusters, want_clusters) = response(Kind::Cluster, "1", &[300], &[]);
+        let (direct, want_direct) = response(Kind::DirectPod, "2", &[], &["10.0.0.1"]);
+        let (data, got) = frames(vec![vec![clusters, direct]]);
+        assert_eq!(data.len(), 1);
+        assert_eq!(got, vec![want_clusters, want_direct]);
+
+        let (small, want_small) = response(Kind::Listener, "3", &[10, 20], &[]);
+        let (large, want_large) = response(Kind::RouteTable, "4", &[100, OWN_CHUNK_BYTES, 40_000, 50], &["old"]);
+        let (workload, want_workload) = response(Kind::Workload, "5", &[64], &[]);
+        let (data, got) = frames(vec![vec![small, large], vec![workload]]);
+        assert_eq!(got, vec![want_small, want_large, want_workload]);
+        // The two large entries are frames of their own; the rest is gathered around them, per batch.
+        assert_eq!(data.len(), 5, "{:?}", data.iter().map(Bytes::len).collect::<Vec<_>>());
+        assert!(data.iter().all(|d| d.len() <= CHUNK_BYTES || d.len() >= OWN_CHUNK_BYTES));
     }
 }
