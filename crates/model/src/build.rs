@@ -93,7 +93,7 @@ impl Builder {
             }
             Object::Workload(kind, workload, template, template_hash) => {
                 if self.insert(kind, workload.key.clone(), origin, |c| &mut c.workloads, workload.clone()) {
-                    self.templates.push(Expansion { workload, template, template_hash });
+                    self.templates.push(Expansion { workload, template: *template, template_hash });
                 }
             }
             Object::EndpointSlice(s) => {
@@ -389,7 +389,7 @@ pub(crate) enum Object {
     Service(Service, bool),
     Pod(Pod),
     /// Deployment or StatefulSet, its pod template and the template's hash input.
-    Workload(Kind, Workload, wire::PodTemplate, String),
+    Workload(Kind, Workload, Box<wire::PodTemplate>, String),
     EndpointSlice(EndpointSlice),
     VirtualService(VirtualService),
     DestinationRule(DestinationRule),
@@ -497,7 +497,7 @@ fn convert_into(origin: &Origin, value: Value, out: &mut Vec<Step>) {
             };
             parse(&mut doc, value)
                 .and_then(|w| workload(&mut doc, wk, w))
-                .map(|(w, template)| Object::Workload(kind, w, template, template_hash))
+                .map(|(w, template)| Object::Workload(kind, w, Box::new(template), template_hash))
         }
         Kind::EndpointSlice => {
             parse(&mut doc, value).and_then(|s| endpoint_slice(&mut doc, s)).map(Object::EndpointSlice)
@@ -718,25 +718,10 @@ fn service(doc: &mut Doc<'_>, s: wire::Service) -> Option<(Service, bool)> {
         let Some(port) = port_number(doc, || f("port"), p.port) else { continue };
         let target_port = match &p.target_port {
             None => TargetPortRef::Number(TargetPort(port)),
-            Some(wire::IntOrString::Int(n)) => match u16::try_from(*n) {
-                Ok(n) if n > 0 => TargetPortRef::Number(TargetPort(n)),
-                _ => {
-                    doc.error(&f("targetPort"), format!("{n} is not a port: use 1-65535 or a container port name"));
-                    continue;
-                }
+            Some(value) => match port_ref(doc, &f("targetPort"), value) {
+                Some(r) => r,
+                None => continue,
             },
-            Some(wire::IntOrString::String(name)) => {
-                if !is_port_name(name) {
-                    doc.error(
-                        &f("targetPort"),
-                        format!(
-                            "{name:?} is not a port name (at most 15 lowercase letters, digits and '-', with a letter)"
-                        ),
-                    );
-                    continue;
-                }
-                TargetPortRef::Name(name.clone())
-            }
         };
         let protocol = l4_protocol(doc, || f("protocol"), p.protocol.as_deref());
         if !seen.insert((port, protocol)) {
@@ -785,6 +770,7 @@ fn pod(
         check_meta(doc, meta, false);
     }
     let f = |s: &str| format!("{prefix}{s}");
+    let (declared, volumes) = volumes(doc, &f, spec.volumes.as_deref().unwrap_or_default());
     let mut containers = Vec::new();
     let mut port_names = BTreeSet::new();
     for (ci, c) in spec.containers.iter().flatten().enumerate() {
@@ -807,7 +793,31 @@ fn pod(
             }
             ports.push(ContainerPortSpec { name: p.name.clone(), port: TargetPort(port), protocol });
         }
-        containers.push(Container { name: c.name.clone().unwrap_or_else(|| format!("container-{ci}")), ports });
+        let cf = |s: &str| f(&format!("spec.containers[{ci}].{s}"));
+        containers.push(Container {
+            name: c.name.clone().unwrap_or_else(|| format!("container-{ci}")),
+            ports,
+            command: c.command.clone().unwrap_or_default(),
+            args: c.args.clone().unwrap_or_default(),
+            env: env(doc, &cf, c.env.as_deref().unwrap_or_default()),
+            readiness: c.readiness_probe.as_ref().and_then(|p| probe(doc, &|s| cf(&format!("readinessProbe.{s}")), p)),
+            mounts: mounts(doc, &cf, c.volume_mounts.as_deref().unwrap_or_default(), &declared, &volumes),
+        });
+    }
+    let restart_policy = match spec.restart_policy.as_deref() {
+        None | Some("Always") => RestartPolicy::Always,
+        Some("OnFailure") => RestartPolicy::OnFailure,
+        Some("Never") => RestartPolicy::Never,
+        Some(other) => {
+            doc.error(&f("spec.restartPolicy"), format!("{other:?} is not Always, OnFailure or Never"));
+            RestartPolicy::Always
+        }
+    };
+    if owner.is_some() && restart_policy != RestartPolicy::Always {
+        doc.error(
+            &f("spec.restartPolicy"),
+            "a Deployment's or StatefulSet's pods always restart: only Always is allowed",
+        );
     }
     for (field, value) in [("spec.hostname", &spec.hostname), ("spec.subdomain", &spec.subdomain)] {
         if let Some(v) = value
@@ -853,11 +863,251 @@ fn pod(
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "default".into()),
         containers,
+        restart_policy,
+        volumes,
         sidecar: true,
         owner,
         origin: Some(doc.origin.clone()),
     };
     Some((pod, has_ip))
+}
+
+/// A port given as a number or as the name of a container port (a Service's `targetPort`, a probe's `port`).
+fn port_ref(doc: &mut Doc<'_>, field: &str, value: &wire::IntOrString) -> Option<TargetPortRef> {
+    match value {
+        wire::IntOrString::Int(n) => match u16::try_from(*n) {
+            Ok(n) if n > 0 => Some(TargetPortRef::Number(TargetPort(n))),
+            _ => {
+                doc.error(field, format!("{n} is not a port: use 1-65535 or a container port name"));
+                None
+            }
+        },
+        wire::IntOrString::String(name) if is_port_name(name) => Some(TargetPortRef::Name(name.clone())),
+        wire::IntOrString::String(name) => {
+            doc.error(
+                field,
+                format!("{name:?} is not a port name (at most 15 lowercase letters, digits and '-', with a letter)"),
+            );
+            None
+        }
+    }
+}
+
+/// The pod's volumes: every name declared, and the ones podmesh provides (`emptyDir`: a directory of the pod's
+/// own). Other sources are reported, and not mounted.
+fn volumes(doc: &mut Doc<'_>, f: &dyn Fn(&str) -> String, list: &[wire::Volume]) -> (BTreeSet<String>, Vec<String>) {
+    let (mut declared, mut provided) = (BTreeSet::new(), Vec::new());
+    for (i, v) in list.iter().enumerate() {
+        let Some(name) = v.name.as_deref().filter(|n| !n.is_empty()) else {
+            doc.error(&f(&format!("spec.volumes[{i}].name")), "missing");
+            continue;
+        };
+        if !declared.insert(name.to_string()) {
+            doc.error(&f(&format!("spec.volumes[{i}].name")), format!("volume {name:?} is declared twice"));
+            continue;
+        }
+        if v.empty_dir.is_some() {
+            provided.push(name.to_string());
+        } else {
+            let source = v.other.keys().next().map_or("(no source)", String::as_str);
+            doc.warn(
+                "unsupported-field",
+                &f(&format!("spec.volumes[{i}].{source}")),
+                format!("podmesh provides only emptyDir volumes: volume {name:?} is not mounted"),
+            );
+        }
+    }
+    (declared, provided)
+}
+
+/// A container's volume mounts of the volumes podmesh provides.
+fn mounts(
+    doc: &mut Doc<'_>,
+    cf: &dyn Fn(&str) -> String,
+    list: &[wire::VolumeMount],
+    declared: &BTreeSet<String>,
+    provided: &[String],
+) -> Vec<VolumeMount> {
+    let mut out = Vec::new();
+    for (i, m) in list.iter().enumerate() {
+        let mf = |s: &str| cf(&format!("volumeMounts[{i}].{s}"));
+        let Some(name) = m.name.as_deref().filter(|n| !n.is_empty()) else {
+            doc.error(&mf("name"), "missing");
+            continue;
+        };
+        let Some(path) = m.mount_path.as_deref().filter(|p| !p.is_empty()) else {
+            doc.error(&mf("mountPath"), "missing");
+            continue;
+        };
+        if !path.starts_with('/') {
+            doc.error(&mf("mountPath"), format!("{path:?} is not an absolute path"));
+            continue;
+        }
+        if !declared.contains(name) {
+            doc.error(&mf("name"), format!("{name:?} is not one of the pod's volumes"));
+            continue;
+        }
+        // A volume podmesh does not provide is reported where it is declared.
+        if provided.iter().any(|p| p == name) {
+            out.push(VolumeMount {
+                volume: name.to_string(),
+                path: path.to_string(),
+                read_only: m.read_only == Some(true),
+            });
+        }
+    }
+    out
+}
+
+/// A container's environment, in order. Sources podmesh does not have (Secrets, ConfigMaps, resources) are
+/// reported, and their variables left unset.
+fn env(doc: &mut Doc<'_>, cf: &dyn Fn(&str) -> String, vars: &[wire::EnvVar]) -> Vec<EnvVar> {
+    let mut out = Vec::new();
+    for (i, v) in vars.iter().enumerate() {
+        let vf = |s: &str| cf(&format!("env[{i}].{s}"));
+        let Some(name) = v.name.as_deref().filter(|n| !n.is_empty()) else {
+            doc.error(&vf("name"), "missing");
+            continue;
+        };
+        if !name.bytes().all(|b| b.is_ascii_graphic() && b != b'=') {
+            doc.error(&vf("name"), format!("{name:?} is not a variable name (printable characters other than '=')"));
+            continue;
+        }
+        let value = match (&v.value, &v.value_from) {
+            (Some(_), Some(_)) => {
+                doc.error(&vf("valueFrom"), "may not be set together with value");
+                continue;
+            }
+            (value, None) => EnvValue::Value(value.clone().unwrap_or_default()),
+            (None, Some(from)) => match (&from.field_ref, from.other.keys().next()) {
+                (Some(r), None) => {
+                    let path = r.field_path.as_deref().unwrap_or_default();
+                    match pod_field(path) {
+                        Some(field) => EnvValue::Field(field),
+                        None => {
+                            doc.error(
+                                &vf("valueFrom.fieldRef.fieldPath"),
+                                format!(
+                                    "{path:?} is not a field podmesh gives: use metadata.name, metadata.namespace, \
+                                     metadata.labels['KEY'], metadata.annotations['KEY'], spec.nodeName, \
+                                     spec.serviceAccountName, status.hostIP, status.podIP or status.podIPs"
+                                ),
+                            );
+                            continue;
+                        }
+                    }
+                }
+                (None, Some(source)) if from.other.len() == 1 => {
+                    doc.warn(
+                        "unsupported-field",
+                        &vf(&format!("valueFrom.{source}")),
+                        format!("podmesh has no {source} source: {name} is left unset"),
+                    );
+                    continue;
+                }
+                _ => {
+                    doc.error(&vf("valueFrom"), "must set exactly one source");
+                    continue;
+                }
+            },
+        };
+        out.push(EnvVar { name: name.to_string(), value });
+    }
+    out
+}
+
+/// The downward-API field a `fieldPath` names.
+fn pod_field(path: &str) -> Option<PodField> {
+    let key = |prefix: &str| {
+        let rest = path.strip_prefix(prefix)?.strip_suffix("']")?;
+        Some(rest.to_string()).filter(|k| !k.is_empty())
+    };
+    Some(match path {
+        "metadata.name" => PodField::Name,
+        "metadata.namespace" => PodField::Namespace,
+        "spec.nodeName" => PodField::NodeName,
+        "spec.serviceAccountName" => PodField::ServiceAccountName,
+        "status.hostIP" => PodField::HostIp,
+        "status.podIP" => PodField::PodIp,
+        "status.podIPs" => PodField::PodIps,
+        _ => {
+            if let Some(k) = key("metadata.labels['") {
+                PodField::Label(k)
+            } else {
+                PodField::Annotation(key("metadata.annotations['")?)
+            }
+        }
+    })
+}
+
+/// A readiness probe, with Kubernetes' defaults (period 10 s, timeout 1 s, thresholds 1 and 3).
+fn probe(doc: &mut Doc<'_>, pf: &dyn Fn(&str) -> String, p: &wire::Probe) -> Option<Probe> {
+    let handlers = [p.http_get.is_some(), p.tcp_socket.is_some(), p.exec.is_some(), p.grpc.is_some()];
+    if handlers.iter().filter(|h| **h).count() != 1 {
+        doc.error(&pf("httpGet"), "a probe sets exactly one of httpGet, tcpSocket, exec and grpc");
+        return None;
+    }
+    let port = |doc: &mut Doc<'_>, field: &str, value: &Option<wire::IntOrString>| match value {
+        Some(v) => port_ref(doc, field, v),
+        None => {
+            doc.error(field, "missing");
+            None
+        }
+    };
+    let action = if let Some(h) = &p.http_get {
+        let port = port(doc, &pf("httpGet.port"), &h.port)?;
+        if h.host.is_some() {
+            doc.warn("unsupported-field", &pf("httpGet.host"), "ignored: podmesh probes the pod's own address");
+        }
+        let https = match h.scheme.as_deref() {
+            None | Some("HTTP") => false,
+            Some("HTTPS") => true,
+            Some(other) => {
+                doc.error(&pf("httpGet.scheme"), format!("{other:?} is not HTTP or HTTPS"));
+                return None;
+            }
+        };
+        let headers = h.http_headers.iter().flatten();
+        let headers = headers.filter_map(|x| Some((x.name.clone()?, x.value.clone().unwrap_or_default()))).collect();
+        let path = h.path.clone().filter(|p| !p.is_empty()).unwrap_or_else(|| "/".into());
+        ProbeAction::HttpGet { path, port, https, headers }
+    } else if let Some(t) = &p.tcp_socket {
+        let port = port(doc, &pf("tcpSocket.port"), &t.port)?;
+        if t.host.is_some() {
+            doc.warn("unsupported-field", &pf("tcpSocket.host"), "ignored: podmesh probes the pod's own address");
+        }
+        ProbeAction::TcpSocket { port }
+    } else if let Some(e) = &p.exec {
+        match e.command.clone().filter(|c| !c.is_empty()) {
+            Some(command) => ProbeAction::Exec { command },
+            None => {
+                doc.error(&pf("exec.command"), "missing");
+                return None;
+            }
+        }
+    } else {
+        doc.warn("unsupported-field", &pf("grpc"), "gRPC probes are not supported: the container counts as ready");
+        return None;
+    };
+    let mut number = |field: &str, value: Option<i64>, default: u32, min: u32| -> Option<u32> {
+        match value.map(u32::try_from) {
+            None => Some(default),
+            Some(Ok(n)) if n >= min => Some(n),
+            Some(_) => {
+                doc.error(&pf(field), format!("{} is out of range: at least {min}", value.unwrap_or_default()));
+                None
+            }
+        }
+    };
+    let secs = |n: u32| std::time::Duration::from_secs(u64::from(n));
+    Some(Probe {
+        action,
+        initial_delay: secs(number("initialDelaySeconds", p.initial_delay_seconds, 0, 0)?),
+        period: secs(number("periodSeconds", p.period_seconds, 10, 1)?),
+        timeout: secs(number("timeoutSeconds", p.timeout_seconds, 1, 1)?),
+        success_threshold: number("successThreshold", p.success_threshold, 1, 1)?,
+        failure_threshold: number("failureThreshold", p.failure_threshold, 3, 1)?,
+    })
 }
 
 fn workload(doc: &mut Doc<'_>, kind: WorkloadKind, w: wire::Workload) -> Option<(Workload, wire::PodTemplate)> {

@@ -249,6 +249,10 @@ pub struct Pod {
     pub subdomain: Option<String>,
     pub service_account: String,
     pub containers: Vec<Container>,
+    /// What happens when a container exits (`spec.restartPolicy`).
+    pub restart_policy: RestartPolicy,
+    /// The pod's volumes that podmesh provides: `emptyDir` ones (others are reported and not mounted).
+    pub volumes: Vec<String>,
     /// Whether the pod has a podmesh sidecar ("meshed") or not ("plain").
     pub sidecar: bool,
     /// The Deployment or StatefulSet that created the pod, when it came from one.
@@ -277,10 +281,95 @@ impl Pod {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Container {
     pub name: String,
     pub ports: Vec<ContainerPortSpec>,
+    /// The program and its arguments as written (`command`, then `args`), `$(VAR)` references not yet expanded:
+    /// the runtime expands them with the container's environment, as the kubelet does. Images are ignored, so a
+    /// container without a command has nothing to run.
+    pub command: Vec<String>,
+    pub args: Vec<String>,
+    /// In order: a variable may refer to the ones before it with `$(NAME)`.
+    pub env: Vec<EnvVar>,
+    pub readiness: Option<Probe>,
+    pub mounts: Vec<VolumeMount>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvVar {
+    pub name: String,
+    pub value: EnvValue,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvValue {
+    /// `value`, `$(VAR)` references not yet expanded.
+    Value(String),
+    /// `valueFrom.fieldRef`: the downward API.
+    Field(PodField),
+}
+
+/// A field of the pod a variable can carry (`valueFrom.fieldRef.fieldPath`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PodField {
+    /// `metadata.name`
+    Name,
+    /// `metadata.namespace`
+    Namespace,
+    /// `metadata.labels['KEY']`
+    Label(String),
+    /// `metadata.annotations['KEY']`
+    Annotation(String),
+    /// `spec.nodeName`
+    NodeName,
+    /// `spec.serviceAccountName`
+    ServiceAccountName,
+    /// `status.hostIP`: the node's address.
+    HostIp,
+    /// `status.podIP`
+    PodIp,
+    /// `status.podIPs`: the pod's addresses, comma-separated.
+    PodIps,
+}
+
+/// A readiness probe: its check and timing (Kubernetes' defaults where unset).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    pub action: ProbeAction,
+    pub initial_delay: Duration,
+    pub period: Duration,
+    pub timeout: Duration,
+    pub success_threshold: u32,
+    pub failure_threshold: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeAction {
+    /// Ready when a GET of `path` on the pod's `port` answers 200-399.
+    HttpGet { path: String, port: TargetPortRef, https: bool, headers: Vec<(String, String)> },
+    /// Ready when a TCP connection to the pod's `port` opens.
+    TcpSocket { port: TargetPortRef },
+    /// Ready when the command, run in the container's context, exits 0.
+    Exec { command: Vec<String> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeMount {
+    /// One of the pod's `volumes`.
+    pub volume: String,
+    /// An absolute path.
+    pub path: String,
+    pub read_only: bool,
+}
+
+/// `spec.restartPolicy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RestartPolicy {
+    #[default]
+    Always,
+    OnFailure,
+    Never,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -107,6 +107,8 @@ pub struct PodSpec {
     pub service_account_name: Option<String>,
     /// Deprecated alias of serviceAccountName, still accepted by the API server.
     pub service_account: Option<String>,
+    pub restart_policy: Option<String>,
+    pub volumes: Option<Vec<Volume>>,
 }
 
 #[derive(Deserialize, Debug, Clone)]
@@ -114,6 +116,94 @@ pub struct PodSpec {
 pub struct Container {
     pub name: Option<String>,
     pub ports: Option<Vec<ContainerPort>>,
+    pub command: Option<Vec<String>>,
+    pub args: Option<Vec<String>>,
+    pub env: Option<Vec<EnvVar>>,
+    pub readiness_probe: Option<Probe>,
+    pub volume_mounts: Option<Vec<VolumeMount>>,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvVar {
+    pub name: Option<String>,
+    pub value: Option<String>,
+    pub value_from: Option<EnvVarSource>,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvVarSource {
+    pub field_ref: Option<FieldRef>,
+    /// Sources podmesh does not have (secretKeyRef, configMapKeyRef, resourceFieldRef): named in a warning.
+    #[serde(flatten)]
+    pub other: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct FieldRef {
+    pub field_path: Option<String>,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct Probe {
+    pub http_get: Option<HttpGetAction>,
+    pub tcp_socket: Option<TcpSocketAction>,
+    pub exec: Option<ExecAction>,
+    pub grpc: Option<serde_json::Value>,
+    pub initial_delay_seconds: Option<i64>,
+    pub period_seconds: Option<i64>,
+    pub timeout_seconds: Option<i64>,
+    pub success_threshold: Option<i64>,
+    pub failure_threshold: Option<i64>,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpGetAction {
+    pub path: Option<String>,
+    pub port: Option<IntOrString>,
+    pub host: Option<String>,
+    pub scheme: Option<String>,
+    pub http_headers: Option<Vec<HttpHeader>>,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+pub struct HttpHeader {
+    pub name: Option<String>,
+    pub value: Option<String>,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct TcpSocketAction {
+    pub port: Option<IntOrString>,
+    pub host: Option<String>,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+pub struct ExecAction {
+    pub command: Option<Vec<String>>,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct Volume {
+    pub name: Option<String>,
+    pub empty_dir: Option<serde_json::Value>,
+    /// Other volume sources (configMap, secret, hostPath, persistentVolumeClaim, ...): named in a warning.
+    #[serde(flatten)]
+    pub other: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeMount {
+    pub name: Option<String>,
+    pub mount_path: Option<String>,
+    pub read_only: Option<bool>,
 }
 
 #[derive(Deserialize, Debug, Clone)]

@@ -281,6 +281,7 @@ pub fn mutate(c: &mut Cluster, m: usize, x: usize) -> ObjectRef {
                         port: TargetPort(9000),
                         protocol: L4Protocol::Tcp,
                     }],
+                    ..Container::default()
                 }),
             }
             ObjectRef::new(Kind::Pod, pod)

@@ -1,0 +1,741 @@
+//! The cluster DNS: answers A, AAAA and SRV queries for the names of the cluster domain as Kubernetes' cluster DNS
+//! (the CoreDNS kubernetes plugin) does, from what a [`Records`] knows. It is authoritative for the cluster domain
+//! only: every other name is refused, never forwarded, so a pod's resolver falls through to its next server.
+//!
+//! The message codec (RFC 1035) is written by hand and accepts only what a stub resolver sends: one question, its
+//! name written out whole. Responses fit in 512 bytes, the UDP limit without EDNS (whose OPT record is ignored);
+//! answers that do not fit are cut at a whole record and flagged TC so the client retries over TCP.
+
+use std::collections::BTreeSet;
+use std::io;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use tokio::net::UdpSocket;
+
+/// Time to live of every record, in seconds: the CoreDNS kubernetes plugin's default, short so that clients
+/// notice pods that come and go.
+pub const TTL_SECONDS: u32 = 5;
+
+/// What the cluster knows of one name (an exact, absolute name, lowercase, without the trailing dot).
+pub trait Records: Send + Sync {
+    /// Addresses of `name` (A and AAAA records), or None when the name does not exist.
+    fn addresses(&self, name: &str) -> Option<Vec<IpAddr>>;
+    /// SRV records of `name` (`_port._proto.service.ns.svc.<domain>`), or None when it does not exist.
+    fn services(&self, name: &str) -> Option<Vec<Srv>>;
+    /// The cluster domain, e.g. "cluster.local": names outside it are refused (REFUSED), never forwarded.
+    fn domain(&self) -> &str;
+}
+
+/// One SRV record (RFC 2782).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Srv {
+    /// Lower is tried first.
+    pub priority: u16,
+    /// Relative share among records of equal priority.
+    pub weight: u16,
+    /// The port the service listens on.
+    pub port: u16,
+    /// The host that serves it: an absolute name, with or without the trailing dot.
+    pub target: String,
+}
+
+/// Without EDNS a client accepts no larger UDP response (RFC 1035 §4.2.1), and EDNS is not implemented.
+const UDP_RESPONSE_LIMIT: usize = 512;
+/// EDNS clients send queries longer than 512 bytes; they are still read whole and answered within 512 bytes.
+const RECEIVE_BUFFER: usize = 4096;
+
+const HEADER_LEN: usize = 12;
+/// Wire length of a name, its length octets and final zero included (RFC 1035 §2.3.4).
+const MAX_NAME_LEN: usize = 255;
+
+const TYPE_A: u16 = 1;
+const TYPE_AAAA: u16 = 28;
+const TYPE_SRV: u16 = 33;
+const CLASS_IN: u16 = 1;
+
+const FLAG_QR: u16 = 0x8000;
+const FLAG_AA: u16 = 0x0400;
+const FLAG_TC: u16 = 0x0200;
+const FLAG_RD: u16 = 0x0100;
+const OPCODE_SHIFT: u32 = 11;
+const OPCODE_MASK: u16 = 0xF;
+const OPCODE_QUERY: u16 = 0;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Rcode {
+    NoError = 0,
+    FormErr = 1,
+    NxDomain = 3,
+    NotImp = 4,
+    Refused = 5,
+}
+
+/// The one question of a query.
+#[derive(Debug)]
+struct Question<'a> {
+    /// The name as the client wrote it, echoed byte for byte: resolvers that randomise letter case (the "0x20"
+    /// defence against spoofing) check that it comes back unchanged.
+    wire_name: &'a [u8],
+    /// Its labels, as written.
+    labels: Vec<&'a [u8]>,
+    qtype: u16,
+    qclass: u16,
+}
+
+/// The response to one DNS query message, or None when there must be none: the message is shorter than a header,
+/// or it is itself a response (answering those would let two servers bounce errors back and forth). Never panics,
+/// whatever the input.
+pub fn answer(query: &[u8], records: &dyn Records) -> Option<Vec<u8>> {
+    let header = query.get(..HEADER_LEN)?;
+    let id = read_u16(header, 0)?;
+    let flags = read_u16(header, 2)?;
+    let question_count = read_u16(header, 4)?;
+    if flags & FLAG_QR != 0 {
+        return None;
+    }
+    let error = |rcode| Some(Response::new(id, flags, rcode, None).encode());
+    if (flags >> OPCODE_SHIFT) & OPCODE_MASK != OPCODE_QUERY {
+        return error(Rcode::NotImp);
+    }
+    if question_count != 1 {
+        return error(Rcode::FormErr);
+    }
+    match parse_question(query) {
+        Some(question) => Some(resolve(id, flags, &question, records).encode()),
+        None => error(Rcode::FormErr),
+    }
+}
+
+/// Answers every datagram received on `socket` with [`answer`], one at a time, until receiving fails in a way that
+/// retrying cannot fix; returns that error.
+pub async fn serve(socket: UdpSocket, records: Arc<dyn Records>) -> io::Error {
+    let mut buffer = vec![0u8; RECEIVE_BUFFER];
+    loop {
+        let (length, client) = match socket.recv_from(&mut buffer).await {
+            Ok(received) => received,
+            Err(error) if is_transient(&error) => continue,
+            Err(error) => return error,
+        };
+        let Some(query) = buffer.get(..length) else { continue };
+        if let Some(response) = answer(query, records.as_ref()) {
+            // A client gone away must not stop the others from being answered; a broken socket shows up on the
+            // next receive.
+            let _ = socket.send_to(&response, client).await;
+        }
+    }
+}
+
+/// Errors a UDP socket reports for one datagram or one peer (on Linux an ICMP port unreachable from an earlier
+/// send surfaces as ConnectionRefused on the next receive), after which it keeps working.
+fn is_transient(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+            | io::ErrorKind::TimedOut
+    )
+}
+
+fn read_u16(bytes: &[u8], at: usize) -> Option<u16> {
+    bytes.get(at..)?.first_chunk().map(|pair| u16::from_be_bytes(*pair))
+}
+
+/// The question after the header, or None when it is malformed. Anything after it (an EDNS OPT record) is ignored.
+fn parse_question(message: &[u8]) -> Option<Question<'_>> {
+    let mut at = HEADER_LEN;
+    let mut labels = Vec::new();
+    loop {
+        let length = *message.get(at)?;
+        // The two top bits mark a compression pointer (0b11) or a reserved label type; a question is the first
+        // name of a message, so it has nothing to point back to, and refusing pointers rules out loops. The other
+        // six bits cap a label at 63 bytes.
+        if length & 0xC0 != 0 {
+            return None;
+        }
+        let label_start = at.checked_add(1)?;
+        at = label_start.checked_add(usize::from(length))?;
+        // Counting the final zero still to come, so an over-long name is refused before reading past it.
+        let shortest_total = at.checked_sub(HEADER_LEN)?.checked_add(usize::from(length != 0))?;
+        if shortest_total > MAX_NAME_LEN {
+            return None;
+        }
+        if length == 0 {
+            break;
+        }
+        labels.push(message.get(label_start..at)?);
+    }
+    Some(Question {
+        wire_name: message.get(HEADER_LEN..at)?,
+        labels,
+        qtype: read_u16(message, at)?,
+        qclass: read_u16(message, at.checked_add(2)?)?,
+    })
+}
+
+/// The lookup key of a name: its labels, lowercased, joined by dots. Bytes that a cluster name cannot hold are
+/// escaped as in a zone file, so a label holding a dot never reads as two labels.
+fn lookup_name(labels: &[&[u8]]) -> String {
+    let mut name = String::new();
+    for (index, label) in labels.iter().enumerate() {
+        if index > 0 {
+            name.push('.');
+        }
+        for &byte in *label {
+            let byte = byte.to_ascii_lowercase();
+            match byte {
+                b'.' | b'\\' => {
+                    name.push('\\');
+                    name.push(char::from(byte));
+                }
+                _ if byte.is_ascii_graphic() => name.push(char::from(byte)),
+                _ => name.push_str(&format!("\\{byte:03}")),
+            }
+        }
+    }
+    name
+}
+
+fn normalize(name: &str) -> String {
+    name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase()
+}
+
+/// Whether the name's last labels are the domain's, compared label by label (not as strings, so that no escaped
+/// dot can pass for a label boundary).
+fn within_domain(labels: &[&[u8]], domain: &str) -> bool {
+    let domain: Vec<&[u8]> = domain.split('.').map(str::as_bytes).collect();
+    labels.len() >= domain.len()
+        && labels.iter().rev().zip(domain.iter().rev()).all(|(label, expected)| label.eq_ignore_ascii_case(expected))
+}
+
+fn resolve<'q>(id: u16, query_flags: u16, question: &'q Question<'q>, records: &dyn Records) -> Response<'q> {
+    let domain = normalize(records.domain());
+    if !within_domain(&question.labels, &domain) {
+        return Response::new(id, query_flags, Rcode::Refused, Some(question));
+    }
+    let name = lookup_name(&question.labels);
+    let addresses = records.addresses(&name);
+    let services = records.services(&name);
+    if addresses.is_none() && services.is_none() {
+        return Response::new(id, query_flags, Rcode::NxDomain, Some(question)).authoritative();
+    }
+    let mut response = Response::new(id, query_flags, Rcode::NoError, Some(question)).authoritative();
+    if question.qclass != CLASS_IN {
+        return response;
+    }
+    let owner = question.wire_name;
+    let of_family = |want_v4: bool| {
+        let addresses = addresses.iter().flatten().filter(move |ip| ip.is_ipv4() == want_v4);
+        addresses.filter_map(|ip| address_record(owner, *ip))
+    };
+    match question.qtype {
+        TYPE_A => response.answers.extend(of_family(true)),
+        TYPE_AAAA => response.answers.extend(of_family(false)),
+        TYPE_SRV => {
+            let services = services.unwrap_or_default();
+            response.answers.extend(services.iter().filter_map(|srv| srv_record(owner, srv)));
+            let targets: BTreeSet<String> = services.iter().map(|srv| normalize(&srv.target)).collect();
+            for target in targets {
+                let (Some(addresses), Some(target_wire)) = (records.addresses(&target), encode_name(&target)) else {
+                    continue;
+                };
+                response.additional.extend(addresses.into_iter().filter_map(|ip| address_record(&target_wire, ip)));
+            }
+        }
+        // Names here hold addresses and services only: any other type exists nowhere, which is NODATA.
+        _ => {}
+    }
+    response
+}
+
+/// A name in wire form, uncompressed; None when it cannot be written (an empty label, one over 63 bytes, or over
+/// 255 bytes in all).
+fn encode_name(name: &str) -> Option<Vec<u8>> {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    let mut wire = Vec::with_capacity(name.len().saturating_add(2));
+    if !name.is_empty() {
+        for label in name.split('.') {
+            let length = u8::try_from(label.len()).ok().filter(|length| (1..=63).contains(length))?;
+            wire.push(length);
+            wire.extend_from_slice(label.as_bytes());
+        }
+    }
+    wire.push(0);
+    (wire.len() <= MAX_NAME_LEN).then_some(wire)
+}
+
+fn record(owner: &[u8], rtype: u16, rdata: &[u8]) -> Option<Vec<u8>> {
+    let rdata_length = u16::try_from(rdata.len()).ok()?.to_be_bytes();
+    Some(
+        [owner, &rtype.to_be_bytes(), &CLASS_IN.to_be_bytes(), &TTL_SECONDS.to_be_bytes(), &rdata_length, rdata]
+            .concat(),
+    )
+}
+
+fn address_record(owner: &[u8], address: IpAddr) -> Option<Vec<u8>> {
+    match address {
+        IpAddr::V4(v4) => record(owner, TYPE_A, &v4.octets()),
+        IpAddr::V6(v6) => record(owner, TYPE_AAAA, &v6.octets()),
+    }
+}
+
+fn srv_record(owner: &[u8], srv: &Srv) -> Option<Vec<u8>> {
+    // RFC 2782: the target is never compressed.
+    let target = encode_name(&srv.target)?;
+    let rdata = [&srv.priority.to_be_bytes()[..], &srv.weight.to_be_bytes(), &srv.port.to_be_bytes(), &target].concat();
+    record(owner, TYPE_SRV, &rdata)
+}
+
+/// A response being built: its records are kept encoded and cut to the UDP limit when the message is written.
+struct Response<'q> {
+    id: u16,
+    flags: u16,
+    question: Option<&'q Question<'q>>,
+    answers: Vec<Vec<u8>>,
+    additional: Vec<Vec<u8>>,
+}
+
+impl<'q> Response<'q> {
+    fn new(id: u16, query_flags: u16, rcode: Rcode, question: Option<&'q Question<'q>>) -> Self {
+        let flags = FLAG_QR | (query_flags & FLAG_RD) | rcode as u16;
+        Self { id, flags, question, answers: Vec::new(), additional: Vec::new() }
+    }
+
+    /// Set only for names of the cluster domain: refusals and format errors speak for no zone.
+    fn authoritative(mut self) -> Self {
+        self.flags |= FLAG_AA;
+        self
+    }
+
+    fn encode(self) -> Vec<u8> {
+        let mut body = match self.question {
+            Some(question) => {
+                [question.wire_name, &question.qtype.to_be_bytes(), &question.qclass.to_be_bytes()].concat()
+            }
+            None => Vec::new(),
+        };
+        let room = UDP_RESPONSE_LIMIT.saturating_sub(HEADER_LEN);
+        let (answer_count, truncated) = append_fitting(&mut body, &self.answers, room);
+        // Additional records are a courtesy: leaving them out is no truncation (RFC 2181 §9). With answers cut the
+        // client retries over TCP, so they would be sent for nothing.
+        let additional_count = if truncated { 0 } else { append_fitting(&mut body, &self.additional, room).0 };
+        let flags = if truncated { self.flags | FLAG_TC } else { self.flags };
+        let question_count = u16::from(self.question.is_some());
+        let header = [self.id, flags, question_count, answer_count, 0, additional_count].map(u16::to_be_bytes);
+        [header.as_flattened(), &body].concat()
+    }
+}
+
+/// Appends whole records while `body` stays within `room` bytes: how many went in, and whether some were left out.
+fn append_fitting(body: &mut Vec<u8>, records: &[Vec<u8>], room: usize) -> (u16, bool) {
+    let mut count = 0u16;
+    for record in records {
+        if body.len().saturating_add(record.len()) > room || count == u16::MAX {
+            return (count, true);
+        }
+        body.extend_from_slice(record);
+        count = count.saturating_add(1);
+    }
+    (count, false)
+}
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use std::collections::BTreeMap;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    use std::time::Duration;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const TYPE_TXT: u16 = 16;
+    const DOMAIN: &str = "cluster.local";
+    const PG: &str = "_pg._tcp.db.default.svc.cluster.local";
+    const DB_0: &str = "db-0.db.default.svc.cluster.local";
+    const DB_1: &str = "db-1.db.default.svc.cluster.local";
+
+    #[derive(Debug, Default)]
+    struct Cluster {
+        addresses: BTreeMap<String, Vec<IpAddr>>,
+        services: BTreeMap<String, Vec<Srv>>,
+    }
+
+    impl Records for Cluster {
+        fn addresses(&self, name: &str) -> Option<Vec<IpAddr>> {
+            self.addresses.get(name).cloned()
+        }
+        fn services(&self, name: &str) -> Option<Vec<Srv>> {
+            self.services.get(name).cloned()
+        }
+        fn domain(&self) -> &str {
+            DOMAIN
+        }
+    }
+
+    fn v4(last: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(10, 96, 0, last))
+    }
+
+    fn v6(last: u16) -> IpAddr {
+        IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, last))
+    }
+
+    fn srv(target: &str) -> Srv {
+        Srv { priority: 0, weight: 50, port: 5432, target: target.to_string() }
+    }
+
+    fn cluster() -> Cluster {
+        let mut cluster = Cluster::default();
+        let mut add = |name: &str, ips: Vec<IpAddr>| cluster.addresses.insert(format!("{name}.{DOMAIN}"), ips);
+        add("web.default.svc", vec![v4(10)]);
+        add("dual.default.svc", vec![v4(11), v6(0x11)]);
+        add("v6only.default.svc", vec![v6(0x12)]);
+        add("big.default.svc", (0..40).map(v4).collect());
+        add("db-0.db.default.svc", vec![v4(20)]);
+        add("db-1.db.default.svc", vec![v4(21), v6(0x21)]);
+        // A target with a trailing dot, and one whose addresses are unknown.
+        let targets = [DB_0, &format!("{DB_1}."), "gone.cluster.local"].map(srv);
+        cluster.services.insert(PG.to_string(), targets.to_vec());
+        cluster
+    }
+
+    /// A name in wire form, built here rather than by the code under test.
+    fn wire(name: &str) -> Vec<u8> {
+        let labels = name.split('.').filter(|label| !label.is_empty());
+        labels
+            .flat_map(|label| [vec![u8::try_from(label.len()).unwrap()], label.as_bytes().to_vec()].concat())
+            .chain([0])
+            .collect()
+    }
+
+    fn message(id: u16, flags: u16, wire_names: &[&[u8]], qtype: u16) -> Vec<u8> {
+        let count = u16::try_from(wire_names.len()).unwrap();
+        let mut message: Vec<u8> = [id, flags, count, 0, 0, 0].iter().flat_map(|field| field.to_be_bytes()).collect();
+        for name in wire_names {
+            message.extend_from_slice(&[name, &qtype.to_be_bytes()[..], &CLASS_IN.to_be_bytes()].concat());
+        }
+        message
+    }
+
+    fn query(name: &str, qtype: u16) -> Vec<u8> {
+        message(0x1234, FLAG_RD, &[&wire(name)], qtype)
+    }
+
+    /// A decoded record's data, whose shape says its type; records are (owner name, TTL, data).
+    #[derive(Debug, Clone, PartialEq)]
+    enum Data {
+        Address(IpAddr),
+        Service(Srv),
+        Other(Vec<u8>),
+    }
+
+    #[derive(Debug)]
+    struct Decoded {
+        id: u16,
+        flags: u16,
+        questions: Vec<(String, u16)>,
+        answers: Vec<(String, u32, Data)>,
+        additional: Vec<(String, u32, Data)>,
+    }
+
+    impl Decoded {
+        fn rcode(&self) -> u16 {
+            self.flags & 0xF
+        }
+        fn has(&self, flag: u16) -> bool {
+            self.flags & flag != 0
+        }
+        fn answer_data(&self) -> Vec<Data> {
+            self.answers.iter().map(|(_, _, data)| data.clone()).collect()
+        }
+    }
+
+    struct Reader<'a>(&'a [u8], usize);
+
+    impl Reader<'_> {
+        fn take(&mut self, n: usize) -> Option<&[u8]> {
+            let taken = self.0.get(self.1..self.1 + n)?;
+            self.1 += n;
+            Some(taken)
+        }
+        fn u16(&mut self) -> Option<u16> {
+            Some(u16::from_be_bytes(self.take(2)?.try_into().ok()?))
+        }
+        /// Uncompressed names only, as the server writes them.
+        fn name(&mut self) -> Option<String> {
+            let mut labels = Vec::new();
+            loop {
+                match usize::from(*self.take(1)?.first()?) {
+                    0 => return Some(labels.join(".")),
+                    length => labels.push(String::from_utf8_lossy(self.take(length)?).into_owned()),
+                }
+            }
+        }
+        fn record(&mut self) -> Option<(String, u32, Data)> {
+            let (name, rtype, _class) = (self.name()?, self.u16()?, self.u16()?);
+            let ttl = u32::from_be_bytes(self.take(4)?.try_into().ok()?);
+            let rdata_length = usize::from(self.u16()?);
+            let end = self.1 + rdata_length;
+            let data = match rtype {
+                TYPE_A => Data::Address(IpAddr::from(<[u8; 4]>::try_from(self.take(4)?).ok()?)),
+                TYPE_AAAA => Data::Address(IpAddr::from(<[u8; 16]>::try_from(self.take(16)?).ok()?)),
+                TYPE_SRV => {
+                    let (priority, weight, port) = (self.u16()?, self.u16()?, self.u16()?);
+                    Data::Service(Srv { priority, weight, port, target: self.name()? })
+                }
+                _ => Data::Other(self.take(rdata_length)?.to_vec()),
+            };
+            (self.1 == end).then_some((name, ttl, data))
+        }
+    }
+
+    /// Reads a response; None when it is malformed or has bytes left over.
+    fn decode(bytes: &[u8]) -> Option<Decoded> {
+        let mut reader = Reader(bytes, 0);
+        let (id, flags) = (reader.u16()?, reader.u16()?);
+        let counts = [reader.u16()?, reader.u16()?, reader.u16()?, reader.u16()?];
+        let mut questions = Vec::new();
+        for _ in 0..counts[0] {
+            let (name, qtype, _class) = (reader.name()?, reader.u16()?, reader.u16()?);
+            questions.push((name, qtype));
+        }
+        let mut section = |count| (0..count).map(|_| reader.record()).collect::<Option<Vec<_>>>();
+        let (answers, _authority, additional) = (section(counts[1])?, section(counts[2])?, section(counts[3])?);
+        (reader.1 == bytes.len()).then_some(Decoded { id, flags, questions, answers, additional })
+    }
+
+    fn ask(message: &[u8]) -> Decoded {
+        let response = answer(message, &cluster()).expect("an answer");
+        assert!(response.len() <= UDP_RESPONSE_LIMIT, "{} bytes", response.len());
+        let decoded = decode(&response).expect("a well-formed response");
+        assert!(decoded.answers.iter().chain(&decoded.additional).all(|(_, ttl, _)| *ttl == 5), "{decoded:?}");
+        decoded
+    }
+
+    fn assert_rcode(response: &Decoded, id: u16, rcode: Rcode) {
+        assert_eq!((response.id, response.rcode()), (id, rcode as u16), "{response:?}");
+    }
+
+    #[test]
+    fn address_queries_get_the_addresses_of_their_family_in_an_authoritative_answer() {
+        let name = "dual.default.svc.cluster.local";
+        for (qtype, address) in [(TYPE_A, v4(11)), (TYPE_AAAA, v6(0x11))] {
+            let response = ask(&query(name, qtype));
+            assert_rcode(&response, 0x1234, Rcode::NoError);
+            assert!(response.has(FLAG_QR) && response.has(FLAG_AA) && response.has(FLAG_RD) && !response.has(FLAG_TC));
+            assert_eq!(response.questions, vec![(name.to_string(), qtype)]);
+            assert_eq!(response.answers, vec![(name.to_string(), TTL_SECONDS, Data::Address(address))]);
+        }
+    }
+
+    #[test]
+    fn existing_names_without_records_of_the_type_asked_are_nodata() {
+        let web = "web.default.svc.cluster.local";
+        let cases = [("v6only.default.svc.cluster.local", TYPE_A), (web, TYPE_AAAA), (web, TYPE_TXT), (web, TYPE_SRV)];
+        for (name, qtype) in cases.into_iter().chain([(PG, TYPE_A), (PG, 15)]) {
+            let response = ask(&query(name, qtype));
+            assert_rcode(&response, 0x1234, Rcode::NoError);
+            assert!(response.has(FLAG_AA) && response.answers.is_empty(), "{name} {qtype}");
+        }
+    }
+
+    #[test]
+    fn unknown_names_of_the_domain_are_nxdomain() {
+        for qtype in [TYPE_A, TYPE_AAAA, TYPE_SRV, TYPE_TXT] {
+            let response = ask(&query("nope.default.svc.cluster.local", qtype));
+            assert_rcode(&response, 0x1234, Rcode::NxDomain);
+            assert!(response.has(FLAG_AA) && response.answers.is_empty());
+        }
+    }
+
+    #[test]
+    fn srv_query_lists_the_records_and_the_known_targets_addresses_as_additional() {
+        let response = ask(&query(PG, TYPE_SRV));
+        assert_rcode(&response, 0x1234, Rcode::NoError);
+        let targets =
+            [DB_0, DB_1, "gone.cluster.local"].map(|target| (PG.to_string(), TTL_SECONDS, Data::Service(srv(target))));
+        assert_eq!(response.answers, targets.to_vec());
+        let additional = [(DB_0, v4(20)), (DB_1, v4(21)), (DB_1, v6(0x21))];
+        assert_eq!(
+            response.additional,
+            additional.map(|(name, ip)| (name.to_string(), TTL_SECONDS, Data::Address(ip)))
+        );
+    }
+
+    #[test]
+    fn names_outside_the_cluster_domain_are_refused() {
+        for name in ["example.com", "cluster.local.example.com", "evilcluster.local", "local", "."] {
+            let response = ask(&query(name, TYPE_A));
+            assert_rcode(&response, 0x1234, Rcode::Refused);
+            assert!(!response.has(FLAG_AA) && response.answers.is_empty() && response.questions.len() == 1, "{name}");
+        }
+    }
+
+    #[test]
+    fn names_match_whatever_their_case_and_are_echoed_as_written() {
+        let response = ask(&query("WeB.Default.SVC.Cluster.Local.", TYPE_A));
+        assert_rcode(&response, 0x1234, Rcode::NoError);
+        assert_eq!(response.questions[0].0, "WeB.Default.SVC.Cluster.Local");
+        assert_eq!(
+            response.answers,
+            vec![("WeB.Default.SVC.Cluster.Local".to_string(), TTL_SECONDS, Data::Address(v4(10)))]
+        );
+    }
+
+    #[test]
+    fn a_label_holding_a_dot_is_not_two_labels() {
+        let name = [&[11][..], b"web.default", &wire("svc.cluster.local")].concat();
+        assert_rcode(&ask(&message(7, 0, &[&name], TYPE_A)), 7, Rcode::NxDomain);
+    }
+
+    #[test]
+    fn two_questions_or_none_are_a_format_error() {
+        let (web, dual) = (wire("web.default.svc.cluster.local"), wire("dual.default.svc.cluster.local"));
+        for names in [&[&web[..], &dual[..]][..], &[]] {
+            let response = ask(&message(0xBEEF, 0, names, TYPE_A));
+            assert_rcode(&response, 0xBEEF, Rcode::FormErr);
+            assert!(response.questions.is_empty() && response.answers.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_truncated_message_is_a_format_error_once_its_header_is_whole() {
+        let message = query("web.default.svc.cluster.local", TYPE_A);
+        for cut in 0..HEADER_LEN {
+            assert!(answer(&message[..cut], &cluster()).is_none(), "cut at {cut}");
+        }
+        for cut in HEADER_LEN..message.len() {
+            assert_rcode(&ask(&message[..cut]), 0x1234, Rcode::FormErr);
+        }
+    }
+
+    #[test]
+    fn other_opcodes_are_not_implemented_and_responses_never_answered() {
+        let name = wire("web.default.svc.cluster.local");
+        for opcode in [1u16, 2, 4, 5, 15] {
+            assert_rcode(&ask(&message(9, opcode << OPCODE_SHIFT, &[&name], TYPE_A)), 9, Rcode::NotImp);
+        }
+        assert!(answer(&message(9, FLAG_QR, &[&name], TYPE_A), &cluster()).is_none());
+    }
+
+    #[test]
+    fn compression_pointers_and_reserved_label_types_in_the_question_are_a_format_error() {
+        // A 64-byte label would read whole if its length octet (0b01_000000, a reserved label type) were taken
+        // as a length.
+        let label_of_64 = [&[64][..], &[b'a'; 64], &[0]].concat();
+        let names: [&[u8]; 5] =
+            [&[0xC0, 12], &[3, b'w', b'e', b'b', 0xC0, 12], &[0xC0, 14, 0xC0, 12], &[0x80, 0], &label_of_64];
+        for name in names {
+            assert_rcode(&ask(&message(0x4242, 0, &[name], TYPE_A)), 0x4242, Rcode::FormErr);
+        }
+    }
+
+    #[test]
+    fn names_up_to_255_bytes_are_read_and_longer_ones_are_a_format_error() {
+        // Three 63-byte labels and "cluster.local" take 1 + 3 * 64 + 8 + 6 + 1 = 208 bytes; the first label pads.
+        let name_of = |wire_length: usize| {
+            format!("{}.{long}.{long}.{long}.{DOMAIN}", "a".repeat(wire_length - 208), long = "b".repeat(63))
+        };
+        assert_rcode(&ask(&query(&name_of(255), TYPE_A)), 0x1234, Rcode::NxDomain);
+        assert_rcode(&ask(&query(&name_of(256), TYPE_A)), 0x1234, Rcode::FormErr);
+    }
+
+    #[test]
+    fn answers_beyond_512_bytes_are_cut_at_a_whole_record_and_flagged() {
+        let name = "big.default.svc.cluster.local";
+        let plain = query(name, TYPE_A);
+        // The same with an EDNS OPT record (root name, type 41, 4096-byte payload): ignored, still 512 bytes.
+        let edns = [&plain[..11], &[1], &plain[12..], &[0, 0, 41, 0x10, 0, 0, 0, 0, 0, 0, 0]].concat();
+        for message in [plain.clone(), edns] {
+            let response = ask(&message);
+            assert_rcode(&response, 0x1234, Rcode::NoError);
+            assert!(response.has(FLAG_TC));
+            let record_length = wire(name).len() + 10 + 4;
+            let fitting = (UDP_RESPONSE_LIMIT - plain.len()) / record_length;
+            assert_eq!(
+                response.answer_data(),
+                (0..40).map(|last| Data::Address(v4(last))).take(fitting).collect::<Vec<_>>()
+            );
+        }
+    }
+
+    fn valid_query() -> impl Strategy<Value = (u16, bool, Vec<u8>)> {
+        let labels = prop::collection::vec("[a-zA-Z0-9_-]{1,63}", 0..4);
+        let suffix = prop::sample::select(vec!["", "cluster.local", "default.svc.cluster.local", "example.com"]);
+        let qtype = prop::sample::select(vec![TYPE_A, TYPE_AAAA, TYPE_SRV, TYPE_TXT, 255]);
+        (any::<u16>(), any::<bool>(), labels, suffix, qtype).prop_map(|(id, rd, labels, suffix, qtype)| {
+            let name = labels.into_iter().chain([suffix.to_string()]).collect::<Vec<_>>().join(".");
+            (id, rd, message(id, if rd { FLAG_RD } else { 0 }, &[&wire(&name)], qtype))
+        })
+    }
+
+    /// A response, when there is one, fits in 512 bytes, parses, and carries the query's ID.
+    fn check_response(query: &[u8], response: Option<&[u8]>) -> Result<Option<Decoded>, TestCaseError> {
+        let Some(response) = response else { return Ok(None) };
+        prop_assert!(response.len() <= UDP_RESPONSE_LIMIT);
+        let decoded = decode(response);
+        prop_assert!(decoded.is_some(), "unparsable response {response:?}");
+        prop_assert_eq!(decoded.as_ref().map(|decoded| decoded.id), Some(u16::from_be_bytes([query[0], query[1]])));
+        Ok(decoded)
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_get_a_well_formed_response_or_none(bytes in prop::collection::vec(any::<u8>(), 0..700)) {
+            check_response(&bytes, answer(&bytes, &cluster()).as_deref())?;
+        }
+
+        #[test]
+        fn corrupted_queries_get_a_well_formed_response_or_none(
+            (_, _, mut message) in valid_query(),
+            flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
+        ) {
+            for (index, byte) in flips {
+                let at = index.index(message.len());
+                message[at] = byte;
+            }
+            check_response(&message, answer(&message, &cluster()).as_deref())?;
+        }
+
+        #[test]
+        fn a_valid_query_is_answered_with_its_id((id, rd, message) in valid_query()) {
+            let response = answer(&message, &cluster());
+            prop_assert!(response.is_some());
+            let decoded = check_response(&message, response.as_deref())?.unwrap();
+            prop_assert_eq!(decoded.id, id);
+            prop_assert_eq!((decoded.has(FLAG_QR), decoded.has(FLAG_RD)), (true, rd));
+            prop_assert!([0, 3, 5].contains(&decoded.rcode()), "rcode {}", decoded.rcode());
+        }
+    }
+
+    async fn exchange(client: &UdpSocket, server: std::net::SocketAddr, message: &[u8]) -> Decoded {
+        client.send_to(message, server).await.unwrap();
+        let mut buffer = [0u8; RECEIVE_BUFFER];
+        let received = tokio::time::timeout(Duration::from_secs(5), client.recv_from(&mut buffer)).await;
+        let (length, from) = received.expect("an answer within 5 s").unwrap();
+        assert_eq!(from, server);
+        decode(&buffer[..length]).unwrap()
+    }
+
+    #[tokio::test]
+    async fn serve_answers_queries_over_loopback_and_survives_garbage() {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let server = socket.local_addr().unwrap();
+        let task = tokio::spawn(serve(socket, Arc::new(cluster())));
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+
+        // Too short to answer: the next query's answer must be the next datagram back.
+        client.send_to(&[0xFF; 3], server).await.unwrap();
+        let response = exchange(&client, server, &query("dual.default.svc.cluster.local", TYPE_A)).await;
+        assert_rcode(&response, 0x1234, Rcode::NoError);
+        assert_eq!(response.answer_data(), vec![Data::Address(v4(11))]);
+
+        assert_rcode(&exchange(&client, server, &query("example.com", TYPE_A)).await, 0x1234, Rcode::Refused);
+        assert!(!task.is_finished());
+        task.abort();
+    }
+}

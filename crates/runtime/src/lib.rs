@@ -1,0 +1,9 @@
+//! # podmesh-runtime
+//!
+//! The embedded local cluster's runtime: it runs the pods of a set of manifests on one machine, each pod in its own
+//! network namespace. Its first parts: the cluster DNS ([`dns`]), which answers the cluster's service and pod names
+//! the way Kubernetes' cluster DNS does, and a container's environment and command line ([`env`]), made the way
+//! the kubelet makes them.
+
+pub mod dns;
+pub mod env;
