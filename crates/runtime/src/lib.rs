@@ -2,8 +2,9 @@
 //!
 //! The embedded local cluster's runtime: it runs the pods of a set of manifests on one machine, each pod in its own
 //! network namespace. Its first parts: the cluster DNS ([`dns`]), which answers the cluster's service and pod names
-//! the way Kubernetes' cluster DNS does, and a container's environment and command line ([`env`]), made the way
-//! the kubelet makes them.
+//! the way Kubernetes' cluster DNS does; a container's environment and command line ([`env`]), made the way the
+//! kubelet makes them; and the pod network ([`net`]): a bridge, and a network namespace per pod.
 
 pub mod dns;
 pub mod env;
+pub mod net;

@@ -1,0 +1,145 @@
+//! The node's pod network, as a CNI bridge plugin makes it: a bridge that carries the pod CIDR's first address
+//! (every pod's gateway), and per pod a network namespace joined to the bridge by a veth pair, holding the pod's
+//! address on `eth0`, loopback up and a default route via the bridge.
+//!
+//! It is made with `ip` (iproute2) and must run inside the private network and mount namespaces `podmesh up`
+//! makes for itself: the bridge, the namespaces and the mount of `/run/netns` then exist only there, and vanish
+//! with them, whatever happens to the process.
+
+use std::net::IpAddr;
+use std::process::Command;
+
+use ipnet::IpNet;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("running {command}: {source} (is iproute2 installed?)")]
+    Spawn { command: String, source: std::io::Error },
+    #[error("{command} failed: {stderr}")]
+    Failed { command: String, stderr: String },
+    #[error("the pod CIDR {0} has no address for the node's bridge")]
+    NoGateway(IpNet),
+    #[error("pod address {ip} is not in the pod CIDR {cidr}")]
+    OutsideCidr { ip: IpAddr, cidr: IpNet },
+}
+
+/// The bridge and the pods on it.
+#[derive(Debug)]
+pub struct Network {
+    bridge: String,
+    cidr: IpNet,
+    gateway: IpAddr,
+    /// Host ends made so far: each pod's is numbered, as interface names are limited to 15 bytes.
+    veths: u32,
+}
+
+impl Network {
+    /// Makes the bridge `bridge` with the pod CIDR's first address, brings the node's loopback up, and mounts a
+    /// tmpfs of its own on `/run/netns` (where `ip netns add` keeps its namespaces), all in the current network
+    /// and mount namespaces.
+    pub fn create(bridge: &str, cidr: IpNet) -> Result<Network, NetError> {
+        let gateway = first_address(cidr).ok_or(NetError::NoGateway(cidr))?;
+        std::fs::create_dir_all("/run/netns")
+            .map_err(|source| NetError::Spawn { command: "mkdir -p /run/netns".into(), source })?;
+        run(Command::new("mount").args(["-t", "tmpfs", "podmesh-netns", "/run/netns"]))?;
+        iproute(&["link", "set", "lo", "up"])?;
+        iproute(&["link", "add", bridge, "type", "bridge"])?;
+        iproute(&with_nodad(&["addr", "add", &format!("{gateway}/{}", cidr.prefix_len()), "dev", bridge], gateway))?;
+        iproute(&["link", "set", bridge, "up"])?;
+        Ok(Network { bridge: bridge.to_string(), cidr, gateway, veths: 0 })
+    }
+
+    /// The node's address on the pod network: every pod's default gateway.
+    pub fn gateway(&self) -> IpAddr {
+        self.gateway
+    }
+
+    /// Gives a pod its network namespace `netns`, on the bridge with address `ip`. On failure, nothing of it is
+    /// left.
+    pub fn add_pod(&mut self, netns: &str, ip: IpAddr) -> Result<(), NetError> {
+        if !self.cidr.contains(&ip) || ip == self.gateway {
+            return Err(NetError::OutsideCidr { ip, cidr: self.cidr });
+        }
+        iproute(&["netns", "add", netns])?;
+        self.veths += 1;
+        let host_end = format!("pmv{}", self.veths);
+        let wired = self.wire(netns, &host_end, ip);
+        if wired.is_err() {
+            // The pod's end goes with its namespace, and the host end with it.
+            let _ = iproute(&["netns", "del", netns]);
+        }
+        wired
+    }
+
+    fn wire(&self, netns: &str, host_end: &str, ip: IpAddr) -> Result<(), NetError> {
+        iproute(&["link", "add", host_end, "type", "veth", "peer", "name", "eth0", "netns", netns])?;
+        iproute(&["link", "set", host_end, "master", &self.bridge, "up"])?;
+        let cidr = format!("{ip}/{}", self.cidr.prefix_len());
+        iproute(&with_nodad(&["-n", netns, "addr", "add", &cidr, "dev", "eth0"], ip))?;
+        iproute(&["-n", netns, "link", "set", "eth0", "up"])?;
+        iproute(&["-n", netns, "link", "set", "lo", "up"])?;
+        iproute(&["-n", netns, "route", "add", "default", "via", &self.gateway.to_string()])
+    }
+
+    /// Removes a pod's network namespace, and with it its interfaces and address.
+    pub fn remove_pod(&mut self, netns: &str) -> Result<(), NetError> {
+        iproute(&["netns", "del", netns])
+    }
+
+    /// A command that runs `program` in the pod's network namespace.
+    pub fn exec(netns: &str, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", netns, program]);
+        c
+    }
+}
+
+/// The first address of a network, which the node's bridge takes (10.244.0.1 for 10.244.0.0/16).
+fn first_address(cidr: IpNet) -> Option<IpAddr> {
+    let first = match cidr.network() {
+        IpAddr::V4(n) => IpAddr::V4(u32::from(n).checked_add(1)?.into()),
+        IpAddr::V6(n) => IpAddr::V6(u128::from(n).checked_add(1)?.into()),
+    };
+    cidr.contains(&first).then_some(first)
+}
+
+/// An `ip addr add` that makes an IPv6 address usable at once, not after duplicate address detection (there is
+/// nothing else on this network to collide with).
+fn with_nodad<'a>(args: &[&'a str], ip: IpAddr) -> Vec<&'a str> {
+    let mut v = args.to_vec();
+    if ip.is_ipv6() {
+        v.push("nodad");
+    }
+    v
+}
+
+fn iproute(args: &[&str]) -> Result<(), NetError> {
+    run(Command::new("ip").args(args))
+}
+
+fn run(cmd: &mut Command) -> Result<(), NetError> {
+    let command = format!("{cmd:?}").replace('"', "");
+    let out = cmd.output().map_err(|source| NetError::Spawn { command: command.clone(), source })?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    Err(NetError::Failed { command, stderr })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    #[test]
+    fn the_bridge_takes_the_first_address_of_the_pod_cidr() {
+        let first = |s: &str| first_address(s.parse().unwrap()).map(|ip| ip.to_string());
+        assert_eq!(first("10.244.0.0/16").as_deref(), Some("10.244.0.1"));
+        assert_eq!(first("10.244.3.7/24").as_deref(), Some("10.244.3.1"));
+        assert_eq!(first("fd00:10:244::/64").as_deref(), Some("fd00:10:244::1"));
+        assert_eq!(first("10.0.0.5/32"), None);
+        assert_eq!(first("255.255.255.255/32"), None);
+    }
+}

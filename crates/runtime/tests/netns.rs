@@ -1,0 +1,122 @@
+//! The pod network for real: the bridge and the pods' network namespaces that `podmesh_runtime::net` makes, with
+//! a real HTTP server (python3's) in one pod and curl in another.
+//!
+//! Nothing on the host changes: each test re-runs itself under `unshare --net --mount --pid --fork` (with
+//! `--user --map-root-user` first when not root, where the kernel allows it) and makes everything inside that
+//! private tree, which the kernel tears down when the test process ends, passed, failed or killed. Needs `ip`,
+//! `unshare`, `mount`, `python3` and `curl`; where neither root nor user namespaces are available the test says
+//! so and passes without running.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use podmesh_runtime::net::{NetError, Network};
+
+/// Set in the re-run, inside the private namespaces.
+const INNER: &str = "PODMESH_RUNTIME_NETNS_INNER";
+
+/// Runs `test` inside private namespaces; false when it ran out here instead (the caller returns).
+fn in_private_namespaces(test: &str) -> bool {
+    if std::env::var_os(INNER).is_some() {
+        return true;
+    }
+    let mut namespaces = vec!["--net", "--mount", "--pid", "--fork", "--mount-proc"];
+    let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    if !root {
+        if !Command::new("unshare").args(["--user", "--map-root-user", "true"]).status().is_ok_and(|s| s.success()) {
+            eprintln!("SKIPPED {test}: needs root, or unprivileged user namespaces, for network namespaces");
+            return false;
+        }
+        namespaces.splice(0..0, ["--user", "--map-root-user"]);
+    }
+    let exe = std::env::current_exe().unwrap();
+    let out = Command::new("unshare")
+        .args(&namespaces)
+        .arg("--")
+        .arg(exe)
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(INNER, "1")
+        .output()
+        .expect("running unshare (util-linux)");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the test failed in its namespaces:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("1 passed"), "the test did not run in its namespaces:\n{stdout}\n{stderr}");
+    false
+}
+
+fn addr(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn netns_list() -> String {
+    String::from_utf8(Command::new("ip").args(["netns", "list"]).output().unwrap().stdout).unwrap()
+}
+
+/// curl from a pod; `Some(body)` when the request got a response within `secs`.
+fn curl_from(pod: &str, url: &str, secs: u32) -> Option<String> {
+    let out = Network::exec(pod, "curl").args(["-sS", "--max-time", &secs.to_string(), url]).output().unwrap();
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn pods_reach_each_other_and_the_node_over_the_bridge_and_a_removed_pod_is_gone() {
+    if !in_private_namespaces("pods_reach_each_other_and_the_node_over_the_bridge_and_a_removed_pod_is_gone") {
+        return;
+    }
+    let mut net = Network::create("pm0", "10.244.0.0/16".parse().unwrap()).unwrap();
+    assert_eq!(net.gateway(), addr("10.244.0.1"));
+    net.add_pod("a", addr("10.244.0.10")).unwrap();
+    net.add_pod("b", addr("10.244.0.11")).unwrap();
+    // An address outside the pod CIDR, or the node's own, is refused before anything is made.
+    for bad in ["10.9.0.1", "10.244.0.1"] {
+        assert!(matches!(net.add_pod("c", addr(bad)), Err(NetError::OutsideCidr { .. })), "{bad}");
+    }
+    assert!(!netns_list().contains('c'), "{}", netns_list());
+
+    // Each pod: its address on eth0, loopback up, the default route via the node's bridge.
+    let show = |args: &[&str]| String::from_utf8(Command::new("ip").args(args).output().unwrap().stdout).unwrap();
+    assert!(show(&["-n", "a", "-o", "addr", "show", "dev", "eth0"]).contains("inet 10.244.0.10/16"));
+    assert!(show(&["-n", "a", "link", "show", "lo"]).contains("UP"));
+    assert!(show(&["-n", "a", "route", "show", "default"]).contains("default via 10.244.0.1 dev eth0"));
+
+    // A real HTTP server in pod b, on b's address only.
+    let site = std::env::temp_dir().join(format!("podmesh-runtime-site-{}", std::process::id()));
+    std::fs::create_dir_all(&site).unwrap();
+    std::fs::write(site.join("who"), "pod b").unwrap();
+    // (`python3 -m http.server` would first look its address up in DNS, which no pod network here answers.)
+    let serve = "import functools, http.server, socketserver, sys\n\
+                 handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[2])\n\
+                 socketserver.TCPServer((sys.argv[1], 8080), handler).serve_forever()";
+    let mut server = Network::exec("b", "python3")
+        .args(["-c", serve, "10.244.0.11"])
+        .arg(&site)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3");
+    // The node reaches it over the bridge once it listens (at most 10 s).
+    let b: SocketAddr = "10.244.0.11:8080".parse().unwrap();
+    let start = Instant::now();
+    while TcpStream::connect_timeout(&b, Duration::from_millis(200)).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(10), "the server in pod b never listened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Pod a reaches pod b.
+    assert_eq!(curl_from("a", "http://10.244.0.11:8080/who", 5).as_deref(), Some("pod b"));
+
+    // Pod b removed: its namespace and address are gone, and a can no longer reach it.
+    let _ = server.kill();
+    let _ = server.wait();
+    net.remove_pod("b").unwrap();
+    assert!(!netns_list().lines().any(|l| l.starts_with("b")), "{}", netns_list());
+    assert_eq!(curl_from("a", "http://10.244.0.11:8080/who", 2), None);
+
+    // A pod that cannot be wired (the bridge is gone) leaves no namespace behind.
+    Command::new("ip").args(["link", "del", "pm0"]).status().unwrap();
+    assert!(matches!(net.add_pod("d", addr("10.244.0.13")), Err(NetError::Failed { .. })));
+    assert!(!netns_list().lines().any(|l| l.starts_with('d')), "{}", netns_list());
+    let _ = std::fs::remove_dir_all(&site);
+}
