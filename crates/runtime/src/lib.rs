@@ -8,3 +8,5 @@
 pub mod dns;
 pub mod env;
 pub mod net;
+pub mod probe;
+pub mod process;
