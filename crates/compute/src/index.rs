@@ -294,6 +294,47 @@ impl Index {
         names::resolve(&name, client_ns, self.domain(), |c| self.dns.get(c).cloned()).map(|(ips, fqdn)| (fqdn, ips))
     }
 
+    /// The addresses cluster DNS gives one absolute name (lowercase, without the trailing dot): a Service's
+    /// ClusterIPs, a headless Service's endpoint addresses, a pod's own name under its headless Service. None
+    /// when the name does not exist.
+    pub fn dns_addresses(&self, fqdn: &str) -> Option<&[IpAddr]> {
+        self.dns.get(fqdn).map(Vec::as_slice)
+    }
+
+    /// The SRV records of `_<port>._<protocol>.<service>.<namespace>.svc.<domain>` for a named port, as cluster
+    /// DNS gives them: the Service's name and port; for a headless Service, each endpoint pod that has its own
+    /// name under it (`hostname.service.namespace.svc.<domain>`) with the pod's port behind it. None when no
+    /// Service has such a port.
+    pub fn dns_services(&self, name: &str) -> Option<Vec<SrvRecord>> {
+        let rest = name.strip_suffix(self.domain())?.strip_suffix(".svc.")?;
+        let mut labels = rest.split('.');
+        let (port, proto, svc, ns) = (labels.next()?, labels.next()?, labels.next()?, labels.next()?);
+        if labels.next().is_some() {
+            return None;
+        }
+        let (port, proto) = (port.strip_prefix('_')?, proto.strip_prefix('_')?);
+        let svc = self.cluster.services.get(&ObjectKey::new(ns, svc))?;
+        let spec = svc.ports.iter().find(|p| {
+            p.name.as_deref() == Some(port) && p.protocol.as_str().eq_ignore_ascii_case(proto)
+        })?;
+        let fqdn = service_fqdn(&svc.key.name, &svc.key.namespace, self.domain());
+        if !svc.headless {
+            return Some(vec![SrvRecord { port: spec.port.0, target: fqdn }]);
+        }
+        let mut out = Vec::new();
+        for pod in self.pods_of_service(&svc.key) {
+            let named = pod.subdomain.as_deref() == Some(&*svc.key.name);
+            if !(named && (pod.ready || svc.publish_not_ready_addresses)) {
+                continue;
+            }
+            if let Some(p) = self.pod_target_port(svc, spec, pod) {
+                let target = pod_fqdn(pod.effective_hostname(), &svc.key.name, &svc.key.namespace, self.domain());
+                out.push(SrvRecord { port: p.0, target });
+            }
+        }
+        Some(out)
+    }
+
     // ------------------------------------------------------------ building
 
     fn index_pods_and_services(&mut self) {
@@ -1193,6 +1234,13 @@ impl Impact {
     pub fn covers_cluster(&self, name: &ClusterName) -> bool {
         self.everything || name.0.rsplit('|').next().is_some_and(|fqdn| self.cluster_services.contains(fqdn))
     }
+}
+
+/// One SRV record of cluster DNS ([`Index::dns_services`]): a port and the name that serves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SrvRecord {
+    pub port: u16,
+    pub target: String,
 }
 
 /// Two Services give one target port of a pod different protocols; `chosen` applies.

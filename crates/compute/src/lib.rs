@@ -18,5 +18,5 @@ pub mod names;
 pub mod protocol;
 
 pub use config::*;
-pub use index::{ComputeError, Impact, Index, ProtocolConflict};
+pub use index::{ComputeError, Impact, Index, ProtocolConflict, SrvRecord};
 pub use protocol::{Protocol, ProtocolFrom};

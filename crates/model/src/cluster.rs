@@ -234,6 +234,17 @@ pub enum L4Protocol {
     Sctp,
 }
 
+impl L4Protocol {
+    /// As written in manifests: "TCP", "UDP", "SCTP".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            L4Protocol::Tcp => "TCP",
+            L4Protocol::Udp => "UDP",
+            L4Protocol::Sctp => "SCTP",
+        }
+    }
+}
+
 // ---------------------------------------------------------------- Pod and workloads
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -107,6 +107,24 @@ pub fn answer(query: &[u8], records: &dyn Records) -> Option<Vec<u8>> {
     }
 }
 
+/// The cluster's names, as the index knows them (`Index::dns_addresses`, `Index::dns_services`). SRV records
+/// share the weight equally, as CoreDNS's kubernetes plugin gives them.
+impl Records for podmesh_compute::Index {
+    fn addresses(&self, name: &str) -> Option<Vec<IpAddr>> {
+        self.dns_addresses(name).map(<[IpAddr]>::to_vec)
+    }
+
+    fn services(&self, name: &str) -> Option<Vec<Srv>> {
+        let records = self.dns_services(name)?;
+        let weight = u16::try_from(100 / records.len().max(1)).unwrap_or(100);
+        Some(records.into_iter().map(|r| Srv { priority: 0, weight, port: r.port, target: r.target }).collect())
+    }
+
+    fn domain(&self) -> &str {
+        podmesh_compute::Index::domain(self)
+    }
+}
+
 /// Answers every datagram received on `socket` with [`answer`], one at a time, until receiving fails in a way that
 /// retrying cannot fix; returns that error.
 pub async fn serve(socket: UdpSocket, records: Arc<dyn Records>) -> io::Error {
@@ -737,5 +755,63 @@ mod tests {
         assert_rcode(&exchange(&client, server, &query("example.com", TYPE_A)).await, 0x1234, Rcode::Refused);
         assert!(!task.is_finished());
         task.abort();
+    }
+
+    /// The cluster's own names, from the index the control plane serves: the StatefulSet example's headless
+    /// Service (each peer's own name, SRV per peer with the peer's port), its ClusterIP Service (SRV to the
+    /// Service), and names that do not exist.
+    #[test]
+    fn the_index_answers_service_pod_and_srv_names() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+        let sources = [podmesh_model::Source::Path(root.join("statefulset-peers"))];
+        let index = podmesh_compute::Index::new(podmesh_model::load(&sources).unwrap().cluster);
+        let ask = |name: &str, qtype| decode(&answer(&query(name, qtype), &index).unwrap()).unwrap();
+        let pods: BTreeMap<String, IpAddr> = index
+            .cluster()
+            .pods
+            .values()
+            .map(|p| (format!("{}.kv.store.svc.cluster.local", p.effective_hostname()), p.ip))
+            .collect();
+        assert_eq!(pods.len(), 3, "{pods:?}");
+        for (name, ip) in &pods {
+            assert_eq!(ask(name, TYPE_A).answer_data(), [Data::Address(*ip)], "{name}");
+        }
+        // The headless Service: every peer's address (publishNotReadyAddresses), sorted.
+        let mut all: Vec<Data> = pods.values().map(|ip| Data::Address(*ip)).collect();
+        all.sort_by_key(|d| format!("{d:?}"));
+        let mut got = ask("kv.store.svc.cluster.local", TYPE_A).answer_data();
+        got.sort_by_key(|d| format!("{d:?}"));
+        assert_eq!(got, all);
+        // SRV for a named port: one record per peer, to its own name, weights shared.
+        let peers = ask("_tcp-peer._tcp.kv.store.svc.cluster.local", TYPE_SRV);
+        let mut targets: Vec<(u16, u16, String)> = peers
+            .answer_data()
+            .into_iter()
+            .map(|d| match d {
+                Data::Service(s) => (s.port, s.weight, s.target),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        targets.sort();
+        let want: Vec<(u16, u16, String)> = pods.keys().map(|n| (2380, 33, n.clone())).collect();
+        assert_eq!(targets, want);
+        assert_eq!(peers.additional.len(), 3, "each target's address comes along: {peers:?}");
+        // The ClusterIP Service: its address, and SRV to its own name and port.
+        let client = index.cluster().services.values().find(|s| &*s.key.name == "kv-client").unwrap();
+        let a = ask("kv-client.store.svc.cluster.local", TYPE_A);
+        assert_eq!(a.answer_data(), [Data::Address(client.cluster_ips[0])]);
+        let srv = ask("_http._tcp.kv-client.store.svc.cluster.local", TYPE_SRV).answer_data();
+        let to_service =
+            Srv { priority: 0, weight: 100, port: 2379, target: "kv-client.store.svc.cluster.local".into() };
+        assert_eq!(srv, [Data::Service(to_service)]);
+        // No such port, protocol, Service or pod: NXDOMAIN.
+        for name in [
+            "_nope._tcp.kv.store.svc.cluster.local",
+            "_tcp-peer._udp.kv.store.svc.cluster.local",
+            "nope.store.svc.cluster.local",
+            "kv-9.kv.store.svc.cluster.local",
+        ] {
+            assert_eq!(ask(name, TYPE_A).rcode(), Rcode::NxDomain as u16, "{name}");
+        }
     }
 }
