@@ -8,5 +8,6 @@
 pub mod dns;
 pub mod env;
 pub mod net;
+pub mod prereq;
 pub mod probe;
 pub mod process;
