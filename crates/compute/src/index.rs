@@ -314,9 +314,10 @@ impl Index {
         }
         let (port, proto) = (port.strip_prefix('_')?, proto.strip_prefix('_')?);
         let svc = self.cluster.services.get(&ObjectKey::new(ns, svc))?;
-        let spec = svc.ports.iter().find(|p| {
-            p.name.as_deref() == Some(port) && p.protocol.as_str().eq_ignore_ascii_case(proto)
-        })?;
+        let spec = svc
+            .ports
+            .iter()
+            .find(|p| p.name.as_deref() == Some(port) && p.protocol.as_str().eq_ignore_ascii_case(proto))?;
         let fqdn = service_fqdn(&svc.key.name, &svc.key.namespace, self.domain());
         if !svc.headless {
             return Some(vec![SrvRecord { port: spec.port.0, target: fqdn }]);
