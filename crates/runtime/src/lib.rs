@@ -11,3 +11,5 @@ pub mod net;
 pub mod prereq;
 pub mod probe;
 pub mod process;
+#[cfg(test)]
+mod testdir;

@@ -129,38 +129,22 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
     use super::*;
+    use crate::testdir::TestDir as Dir;
     use std::os::unix::fs::PermissionsExt;
 
-    struct Dir(PathBuf);
-
-    impl Dir {
-        fn new(tag: &str) -> Dir {
-            let d = std::env::temp_dir().join(format!("podmesh-prereq-{}-{tag}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&d);
-            std::fs::create_dir_all(&d).unwrap();
-            Dir(d)
-        }
-
-        fn file(&self, name: &str, mode: u32) {
-            let p = self.0.join(name);
-            std::fs::write(&p, "#!/bin/sh\n").unwrap();
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
-        }
-    }
-
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
+    fn executable(dir: &Dir, name: &str, mode: u32) {
+        let p = dir.0.join(name);
+        std::fs::write(&p, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
     }
 
     #[test]
     fn a_tool_is_found_only_as_an_executable_file_on_the_path() {
         let (a, b) = (Dir::new("a"), Dir::new("b"));
-        a.file("ip", 0o644); // not executable
+        executable(&a, "ip", 0o644); // not executable
         std::fs::create_dir_all(a.0.join("unshare")).unwrap(); // a directory
-        b.file("ip", 0o755);
-        b.file("mount", 0o755);
+        executable(&b, "ip", 0o755);
+        executable(&b, "mount", 0o755);
         let path = std::env::join_paths([&a.0, &b.0]).unwrap();
         assert_eq!(find("ip", &path), Some(b.0.join("ip")));
         assert_eq!(find("unshare", &path), None);
@@ -205,7 +189,7 @@ mod tests {
     fn user_namespaces_matter_only_when_not_root() {
         let all = Dir::new("all");
         for t in TOOLS {
-            all.file(t.program, 0o755);
+            executable(&all, t.program, 0o755);
         }
         let path = all.0.clone().into_os_string();
         assert_eq!(check(&path, true, || panic!("not asked as root")), []);
