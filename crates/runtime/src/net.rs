@@ -7,6 +7,7 @@
 //! with them, whatever happens to the process.
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::process::Command;
 
 use ipnet::IpNet;
@@ -92,6 +93,40 @@ impl Network {
         c.args(["netns", "exec", netns, program]);
         c
     }
+
+    /// A command that runs `argv` in the pod's network namespace with `files` bind-mounted over paths of the
+    /// machine (the pod's `/etc/resolv.conf` and `/etc/hosts`, its emptyDir volumes). `ip netns exec` gives each
+    /// command a mount namespace of its own whose mounts do not propagate back, so the mounts are the pod's alone
+    /// and go with its processes; each target must exist.
+    pub fn exec_with_files(netns: &str, files: &[(PathBuf, PathBuf)], argv: &[String]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", netns, "sh", "-c", MOUNT_THEN_EXEC, "podmesh-pod"]);
+        for (source, target) in files {
+            c.arg(source).arg(target);
+        }
+        c.arg("--").args(argv);
+        c
+    }
+}
+
+/// Bind-mounts each pair of arguments (source, target) up to `--`, then runs the rest in its place.
+const MOUNT_THEN_EXEC: &str =
+    r#"set -e; while [ "$1" != "--" ]; do mount --bind "$1" "$2"; shift 2; done; shift; exec "$@""#;
+
+/// What a pod's resolver reads, as the kubelet writes it for `dnsPolicy: ClusterFirst`: the cluster DNS, the
+/// search path from the pod's namespace, `ndots:5`.
+pub fn resolv_conf(nameserver: IpAddr, namespace: &str, domain: &str) -> String {
+    format!("nameserver {nameserver}\nsearch {namespace}.svc.{domain} svc.{domain} {domain}\noptions ndots:5\n")
+}
+
+/// A pod's `/etc/hosts`, as the kubelet writes it: loopback, then the pod's address with its own names (its
+/// fully qualified name first when it has one under a headless Service).
+pub fn hosts_file(ip: IpAddr, hostname: &str, fqdn: Option<&str>) -> String {
+    let names = match fqdn {
+        Some(f) => format!("{f}\t{hostname}"),
+        None => hostname.to_string(),
+    };
+    format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{ip}\t{names}\n")
 }
 
 /// The first address of a network, which the node's bridge takes (10.244.0.1 for 10.244.0.0/16).
@@ -132,6 +167,20 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
     use super::*;
+
+    #[test]
+    fn a_pods_resolver_and_hosts_files_are_the_kubelets() {
+        let ns: IpAddr = "10.244.0.1".parse().unwrap();
+        assert_eq!(
+            resolv_conf(ns, "shop", "cluster.local"),
+            "nameserver 10.244.0.1\nsearch shop.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n"
+        );
+        let ip: IpAddr = "10.244.0.7".parse().unwrap();
+        let hosts = hosts_file(ip, "kv-0", Some("kv-0.kv.store.svc.cluster.local"));
+        assert!(hosts.starts_with("127.0.0.1\tlocalhost\n"), "{hosts}");
+        assert!(hosts.ends_with("10.244.0.7\tkv-0.kv.store.svc.cluster.local\tkv-0\n"), "{hosts}");
+        assert!(hosts_file(ip, "web-1", None).ends_with("10.244.0.7\tweb-1\n"));
+    }
 
     #[test]
     fn the_bridge_takes_the_first_address_of_the_pod_cidr() {

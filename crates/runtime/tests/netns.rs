@@ -82,6 +82,26 @@ fn pods_reach_each_other_and_the_node_over_the_bridge_and_a_removed_pod_is_gone(
     assert!(show(&["-n", "a", "link", "show", "lo"]).contains("UP"));
     assert!(show(&["-n", "a", "route", "show", "default"]).contains("default via 10.244.0.1 dev eth0"));
 
+    // The pod's own resolver configuration and hosts file, over the machine's, for the pod's processes only.
+    let files = std::env::temp_dir().join(format!("podmesh-runtime-files-{}", std::process::id()));
+    std::fs::create_dir_all(&files).unwrap();
+    let resolv = podmesh_runtime::net::resolv_conf(net.gateway(), "shop", "cluster.local");
+    let hosts = podmesh_runtime::net::hosts_file(addr("10.244.0.10"), "a", None);
+    std::fs::write(files.join("resolv.conf"), &resolv).unwrap();
+    std::fs::write(files.join("hosts"), &hosts).unwrap();
+    let machine = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let mounts = [(files.join("resolv.conf"), "/etc/resolv.conf".into()), (files.join("hosts"), "/etc/hosts".into())];
+    let argv = ["cat".to_string(), "/etc/resolv.conf".into(), "/etc/hosts".into()];
+    let out = Network::exec_with_files("a", &mounts, &argv).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), format!("{resolv}{hosts}"));
+    assert_eq!(std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(), machine, "the mount leaked out");
+    // A target that does not exist: nothing runs.
+    let missing = [(files.join("hosts"), "/nonexistent/podmesh/hosts".into())];
+    let out = Network::exec_with_files("a", &missing, &["echo".to_string(), "ran".into()]).output().unwrap();
+    assert!(!out.status.success() && out.stdout.is_empty());
+    let _ = std::fs::remove_dir_all(&files);
+
     // A real HTTP server in pod b, on b's address only.
     let site = std::env::temp_dir().join(format!("podmesh-runtime-site-{}", std::process::id()));
     std::fs::create_dir_all(&site).unwrap();
