@@ -1135,6 +1135,19 @@ fn workload(doc: &mut Doc<'_>, kind: WorkloadKind, w: wire::Workload) -> Option<
     {
         doc.error("spec.serviceName", format!("{sn:?} is not a Service name"));
     }
+    let pod_management = match (kind, spec.pod_management_policy.as_deref()) {
+        (_, None) => PodManagement::OrderedReady,
+        (WorkloadKind::StatefulSet, Some("OrderedReady")) => PodManagement::OrderedReady,
+        (WorkloadKind::StatefulSet, Some("Parallel")) => PodManagement::Parallel,
+        (WorkloadKind::StatefulSet, Some(other)) => {
+            doc.error("spec.podManagementPolicy", format!("{other:?} is not OrderedReady or Parallel"));
+            PodManagement::OrderedReady
+        }
+        (_, Some(_)) => {
+            doc.warn("unsupported-field", "spec.podManagementPolicy", "only a StatefulSet has it; ignored");
+            PodManagement::OrderedReady
+        }
+    };
     if doc.failed {
         return None;
     }
@@ -1143,6 +1156,7 @@ fn workload(doc: &mut Doc<'_>, kind: WorkloadKind, w: wire::Workload) -> Option<
         key: doc.object.key.clone(),
         replicas: u32::try_from(replicas).unwrap_or(0),
         service_name: spec.service_name.filter(|s| !s.is_empty()),
+        pod_management,
         origin: Some(doc.origin.clone()),
     };
     Some((workload, template))

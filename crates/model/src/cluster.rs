@@ -419,7 +419,19 @@ pub struct Workload {
     pub replicas: u32,
     /// StatefulSet `spec.serviceName`.
     pub service_name: Option<String>,
+    /// StatefulSet `spec.podManagementPolicy`: how the local runtime starts and stops its pods.
+    pub pod_management: PodManagement,
     pub origin: Option<Origin>,
+}
+
+/// How a StatefulSet's pods are started and stopped (`spec.podManagementPolicy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PodManagement {
+    /// One at a time, in ordinal order, each once the one before is running and ready; stopped in reverse.
+    #[default]
+    OrderedReady,
+    /// All at once.
+    Parallel,
 }
 
 // ---------------------------------------------------------------- EndpointSlice

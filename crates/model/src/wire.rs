@@ -265,6 +265,7 @@ pub struct WorkloadSpec {
     pub selector: Option<LabelSelector>,
     pub template: Option<PodTemplate>,
     pub service_name: Option<String>,
+    pub pod_management_policy: Option<String>,
 }
 
 // ---------------------------------------------------------------- EndpointSlice

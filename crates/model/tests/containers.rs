@@ -244,3 +244,22 @@ fn a_workloads_pods_always_restart() {
     assert_eq!(errs[0].field.as_deref(), Some("spec.template.spec.restartPolicy"));
     assert!(errs[0].message.contains("only Always"), "{}", errs[0]);
 }
+
+#[test]
+fn a_statefulsets_pod_management_policy_is_kept_and_checked() {
+    let set = |policy: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {{name: kv, namespace: store}}\nspec:\n  serviceName: kv\n  \
+             {policy}replicas: 2\n  selector: {{matchLabels: {{app: kv}}}}\n  template:\n    metadata: {{labels: {{app: kv}}}}\n    \
+             spec: {{containers: [{{name: kv, command: [sh]}}]}}\n"
+        )
+    };
+    let policy_of = |text: &str| load_one(text).cluster.workloads.values().next().unwrap().pod_management;
+    assert_eq!(policy_of(&set("")), PodManagement::OrderedReady);
+    assert_eq!(policy_of(&set("podManagementPolicy: OrderedReady\n  ")), PodManagement::OrderedReady);
+    assert_eq!(policy_of(&set("podManagementPolicy: Parallel\n  ")), PodManagement::Parallel);
+    let errs = errors(&set("podManagementPolicy: Sometimes\n  "));
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert_eq!(errs[0].field.as_deref(), Some("spec.podManagementPolicy"));
+    assert!(errs[0].message.contains("not OrderedReady or Parallel"), "{}", errs[0]);
+}
