@@ -1,6 +1,12 @@
-//! The node's pod network, as a CNI bridge plugin makes it: a bridge that carries the pod CIDR's first address
-//! (every pod's gateway), and per pod a network namespace joined to the bridge by a veth pair, holding the pod's
-//! address on `eth0`, loopback up and a default route via the bridge.
+//! The node's pod network: a bridge that carries the pod CIDR's first address (every pod's gateway), and per pod a
+//! network namespace joined to the bridge by a veth pair, holding the pod's address on `eth0`, loopback up and a
+//! default route via the bridge.
+//!
+//! A pod's address is a host address (/32, /128) with only the node on its link, so everything a pod sends,
+//! to another pod too, goes through the node's routing and netfilter, as with Calico: a connection the node
+//! translates (a ClusterIP, as kube-proxy does) has its replies pass the node's conntrack and come back from the
+//! address the client dialled. On a shared subnet the reply would go straight across the bridge, untranslated,
+//! unless bridged traffic went through iptables (br_netfilter), which a network namespace cannot count on.
 //!
 //! It is made with `ip` (iproute2) and must run inside the private network and mount namespaces `podmesh up`
 //! makes for itself: the bridge, the namespaces and the mount of `/run/netns` then exist only there, and vanish
@@ -47,6 +53,22 @@ impl Network {
         iproute(&["link", "add", bridge, "type", "bridge"])?;
         iproute(&with_nodad(&["addr", "add", &format!("{gateway}/{}", cidr.prefix_len()), "dev", bridge], gateway))?;
         iproute(&["link", "set", bridge, "up"])?;
+        // The node forwards between pods (every pod's traffic comes to it), without telling them to go round it.
+        let sysctls: &[(&str, &str)] = match gateway {
+            IpAddr::V4(_) => &[
+                ("net/ipv4/ip_forward", "1"),
+                ("net/ipv4/conf/all/send_redirects", "0"),
+                ("net/ipv4/conf/default/send_redirects", "0"),
+            ],
+            IpAddr::V6(_) => &[("net/ipv6/conf/all/forwarding", "1")],
+        };
+        for (name, value) in sysctls {
+            let path = std::path::Path::new("/proc/sys").join(name);
+            std::fs::write(&path, value).map_err(|source| NetError::Spawn {
+                command: format!("writing {value} to {}", path.display()),
+                source,
+            })?;
+        }
         Ok(Network { bridge: bridge.to_string(), cidr, gateway, veths: 0 })
     }
 
@@ -75,11 +97,13 @@ impl Network {
     fn wire(&self, netns: &str, host_end: &str, ip: IpAddr) -> Result<(), NetError> {
         iproute(&["link", "add", host_end, "type", "veth", "peer", "name", "eth0", "netns", netns])?;
         iproute(&["link", "set", host_end, "master", &self.bridge, "up"])?;
-        let cidr = format!("{ip}/{}", self.cidr.prefix_len());
-        iproute(&with_nodad(&["-n", netns, "addr", "add", &cidr, "dev", "eth0"], ip))?;
+        let host = format!("{ip}/{}", if ip.is_ipv4() { 32 } else { 128 });
+        iproute(&with_nodad(&["-n", netns, "addr", "add", &host, "dev", "eth0"], ip))?;
         iproute(&["-n", netns, "link", "set", "eth0", "up"])?;
         iproute(&["-n", netns, "link", "set", "lo", "up"])?;
-        iproute(&["-n", netns, "route", "add", "default", "via", &self.gateway.to_string()])
+        let gateway = self.gateway.to_string();
+        iproute(&["-n", netns, "route", "add", &gateway, "dev", "eth0", "scope", "link"])?;
+        iproute(&["-n", netns, "route", "add", "default", "via", &gateway, "dev", "eth0"])
     }
 
     /// Removes a pod's network namespace, and with it its interfaces and address.
