@@ -7,6 +7,7 @@
 
 pub mod dns;
 pub mod env;
+pub mod nat;
 pub mod net;
 pub mod prereq;
 pub mod probe;

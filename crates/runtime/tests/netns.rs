@@ -104,34 +104,13 @@ fn pods_reach_each_other_and_the_node_over_the_bridge_and_a_removed_pod_is_gone(
     assert!(!out.status.success() && out.stdout.is_empty());
     let _ = std::fs::remove_dir_all(&files);
 
-    // A real HTTP server in pod b, on b's address only.
-    let site = std::env::temp_dir().join(format!("podmesh-runtime-site-{}", std::process::id()));
-    std::fs::create_dir_all(&site).unwrap();
-    std::fs::write(site.join("who"), "pod b").unwrap();
-    // (`python3 -m http.server` would first look its address up in DNS, which no pod network here answers.)
-    let serve = "import functools, http.server, socketserver, sys\n\
-                 handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[2])\n\
-                 socketserver.TCPServer((sys.argv[1], 8080), handler).serve_forever()";
-    let mut server = Network::exec("b", "python3")
-        .args(["-c", serve, "10.244.0.11"])
-        .arg(&site)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3");
-    // The node reaches it over the bridge once it listens (at most 10 s).
-    let b: SocketAddr = "10.244.0.11:8080".parse().unwrap();
-    let start = Instant::now();
-    while TcpStream::connect_timeout(&b, Duration::from_millis(200)).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(10), "the server in pod b never listened");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // A real HTTP server in pod b, on b's address only; the node reaches it over the bridge.
+    let server = serve("b", "10.244.0.11", "pod b");
     // Pod a reaches pod b.
     assert_eq!(curl_from("a", "http://10.244.0.11:8080/who", 5).as_deref(), Some("pod b"));
 
     // Pod b removed: its namespace and address are gone, and a can no longer reach it.
-    let _ = server.kill();
-    let _ = server.wait();
+    unserve(server, "b");
     net.remove_pod("b").unwrap();
     assert!(!netns_list().lines().any(|l| l.starts_with("b")), "{}", netns_list());
     assert_eq!(curl_from("a", "http://10.244.0.11:8080/who", 2), None);
@@ -140,5 +119,96 @@ fn pods_reach_each_other_and_the_node_over_the_bridge_and_a_removed_pod_is_gone(
     Command::new("ip").args(["link", "del", "pm0"]).status().unwrap();
     assert!(matches!(net.add_pod("d", addr("10.244.0.13")), Err(NetError::Failed { .. })));
     assert!(!netns_list().lines().any(|l| l.starts_with('d')), "{}", netns_list());
-    let _ = std::fs::remove_dir_all(&site);
+}
+
+/// Where the HTTP server of `pod` serves from. The tests run in PID namespaces of their own, where every one is
+/// process 1: the name says which test.
+fn site(pod: &str) -> std::path::PathBuf {
+    let test = std::thread::current().name().unwrap_or("test").replace("::", "-");
+    std::env::temp_dir().join(format!("podmesh-runtime-site-{test}-{pod}"))
+}
+
+/// Stops the HTTP server of `pod` and removes what it served.
+fn unserve(mut server: std::process::Child, pod: &str) {
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(site(pod));
+}
+
+/// Starts python3's HTTP server in `pod` on `ip:8080`, serving `who` with `text`; waits (at most 10 s) until it
+/// answers from the node.
+fn serve(pod: &str, ip: &str, text: &str) -> std::process::Child {
+    let site = site(pod);
+    std::fs::create_dir_all(&site).unwrap();
+    std::fs::write(site.join("who"), text).unwrap();
+    // (`python3 -m http.server` would first look its address up in DNS, which no pod network here answers.)
+    let code = "import functools, http.server, socketserver, sys\n\
+                handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[2])\n\
+                socketserver.TCPServer((sys.argv[1], 8080), handler).serve_forever()";
+    let child = Network::exec(pod, "python3")
+        .args(["-c", code, ip])
+        .arg(&site)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3");
+    let addr: SocketAddr = format!("{ip}:8080").parse().unwrap();
+    let start = Instant::now();
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(10), "the server in pod {pod} never listened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
+const WEB: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  clusterIP: 10.96.0.10
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: b, namespace: shop, labels: {app: web}, annotations: {sidecar.podmesh.io/inject: "false"}}
+spec: {containers: [{name: app, ports: [{containerPort: 8080}]}]}
+status: {podIP: 10.244.0.11}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: c, namespace: shop, labels: {app: web}, annotations: {sidecar.podmesh.io/inject: "false"}}
+spec: {containers: [{name: app, ports: [{containerPort: 8080}]}]}
+status: {podIP: 10.244.0.12}
+"#;
+
+/// The node's Service NAT (`podmesh_runtime::nat`) loaded with `iptables-restore`: a plain pod's connections to a
+/// ClusterIP reach the Service's pods, each connection one of them.
+#[test]
+fn plain_pods_reach_a_cluster_ip_balanced_per_connection() {
+    if !in_private_namespaces("plain_pods_reach_a_cluster_ip_balanced_per_connection") {
+        return;
+    }
+    let index = podmesh_compute::Index::new(podmesh_model::load_str(&[("web.yaml", WEB)]).unwrap().cluster);
+    let mut net = Network::create("pm0", "10.244.0.0/16".parse().unwrap()).unwrap();
+    for (pod, ip) in [("a", "10.244.0.10"), ("b", "10.244.0.11"), ("c", "10.244.0.12")] {
+        net.add_pod(pod, addr(ip)).unwrap();
+    }
+    let rules = podmesh_runtime::nat::rules(index.outbound(), podmesh_runtime::nat::Family::V4);
+    let mut restore = Command::new("iptables-restore").stdin(Stdio::piped()).spawn().unwrap();
+    std::io::Write::write_all(restore.stdin.as_mut().unwrap(), rules.as_bytes()).unwrap();
+    drop(restore.stdin.take());
+    assert!(restore.wait().unwrap().success(), "iptables-restore refused:\n{rules}");
+    let servers = [serve("b", "10.244.0.11", "pod b"), serve("c", "10.244.0.12", "pod c")];
+
+    let mut seen = std::collections::BTreeMap::new();
+    for _ in 0..30 {
+        let who = curl_from("a", "http://10.96.0.10/who", 5).expect("a connection to the ClusterIP failed");
+        *seen.entry(who).or_insert(0) += 1;
+    }
+    assert_eq!(seen.keys().cloned().collect::<Vec<_>>(), ["pod b", "pod c"], "{seen:?}");
+    for (server, pod) in servers.into_iter().zip(["b", "c"]) {
+        unserve(server, pod);
+    }
 }
