@@ -1,8 +1,8 @@
 //! The node's Service NAT, as kube-proxy's iptables mode makes it. A connection from a plain pod or a node process
 //! to a `ClusterIP:port` is translated once, when it opens (conntrack keeps the choice for its life), to one of the
-//! Service's ready endpoints, each equally likely. Meshed pods never get here: their sidecar takes the
-//! connection inside the pod. Not yet handled: a plain pod that reaches itself through its own Service (the
-//! translated packet, whose source and destination are then the same pod, is not forwarded back to it).
+//! Service's ready endpoints, each equally likely. A pod that reaches itself through its Service is masqueraded
+//! on the way back in, so its reply goes through the node (it would otherwise answer itself directly, and the
+//! connection would not match). Meshed pods never get here: their sidecar takes the connection inside the pod.
 //!
 //! The rules are made whole for each generation of the index, as `iptables-restore` (or `ip6tables-restore`)
 //! input for the node's own `nat` table, which the runtime owns entirely. A Service without a ready endpoint has
@@ -33,6 +33,9 @@ impl Family {
     }
 }
 
+/// The mark of a connection to masquerade: a pod that reached itself through its own Service.
+pub const HAIRPIN_MARK: u32 = 0x4000;
+
 /// The `nat` table for the Services' addresses of `family` in `outbound`, for `iptables-restore`.
 pub fn rules(outbound: &Outbound, family: Family) -> String {
     let mut chains = String::new();
@@ -40,6 +43,7 @@ pub fn rules(outbound: &Outbound, family: Family) -> String {
     let comment = "-m comment --comment \"podmesh Service addresses\"";
     let _ = writeln!(body, "-A PREROUTING {comment} -j PODMESH-SERVICES");
     let _ = writeln!(body, "-A OUTPUT {comment} -j PODMESH-SERVICES");
+    let _ = writeln!(body, "-A POSTROUTING -m mark --mark {HAIRPIN_MARK:#x}/{HAIRPIN_MARK:#x} -j MASQUERADE");
     for (addr, listener) in outbound.listeners.iter().filter(|(a, _)| Family::of(a.ip()) == family) {
         let Some(upstream) = outbound.clusters.get(&listener.cluster) else { continue };
         let ready: Vec<SocketAddr> = upstream.endpoints.iter().filter(|e| e.ready).map(|e| e.address).collect();
@@ -67,6 +71,12 @@ pub fn rules(outbound: &Outbound, family: Family) -> String {
                 String::new()
             };
             let _ = writeln!(body, "-A {svc} {pick}-j {sep}");
+            let _ = writeln!(
+                body,
+                "-A {sep} -s {}/{} -j MARK --set-xmark {HAIRPIN_MARK:#x}/{HAIRPIN_MARK:#x}",
+                endpoint.ip(),
+                family.host_prefix()
+            );
             let _ = writeln!(body, "-A {sep} -p tcp -m tcp -j DNAT --to-destination {endpoint}");
         }
     }
@@ -139,6 +149,11 @@ mod tests {
             .filter(|t| ready.iter().any(|r| r.to_string() == *t))
             .collect();
         assert_eq!(targets.len(), n);
+        // A pod reaching itself is marked for masquerade.
+        for endpoint in &ready {
+            assert!(text.contains(&format!("-s {}/32 -j MARK --set-xmark 0x4000/0x4000", endpoint.ip())));
+        }
+        assert!(text.contains("-A POSTROUTING -m mark --mark 0x4000/0x4000 -j MASQUERADE"));
         // Only IPv4 here.
         assert!(!rules(out, Family::V6).contains("-A PODMESH-SERVICES"));
     }

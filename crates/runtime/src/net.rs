@@ -6,7 +6,9 @@
 //! to another pod too, goes through the node's routing and netfilter, as with Calico: a connection the node
 //! translates (a ClusterIP, as kube-proxy does) has its replies pass the node's conntrack and come back from the
 //! address the client dialled. On a shared subnet the reply would go straight across the bridge, untranslated,
-//! unless bridged traffic went through iptables (br_netfilter), which a network namespace cannot count on.
+//! unless bridged traffic went through iptables (br_netfilter), which a network namespace cannot count on. Where
+//! the host has br_netfilter loaded, it is turned off for this namespace's bridge, so that the node's netfilter
+//! sees pod traffic the one way, routed.
 //!
 //! It is made with `ip` (iproute2) and must run inside the private network and mount namespaces `podmesh up`
 //! makes for itself: the bridge, the namespaces and the mount of `/run/netns` then exist only there, and vanish
@@ -68,6 +70,16 @@ impl Network {
                 command: format!("writing {value} to {}", path.display()),
                 source,
             })?;
+        }
+        // Present only where the host loaded br_netfilter; per network namespace.
+        for name in ["bridge-nf-call-iptables", "bridge-nf-call-ip6tables", "bridge-nf-call-arptables"] {
+            let path = std::path::Path::new("/proc/sys/net/bridge").join(name);
+            if path.exists() {
+                std::fs::write(&path, "0").map_err(|source| NetError::Spawn {
+                    command: format!("writing 0 to {}", path.display()),
+                    source,
+                })?;
+            }
         }
         Ok(Network { bridge: bridge.to_string(), cidr, gateway, veths: 0 })
     }

@@ -184,10 +184,11 @@ status: {podIP: 10.244.0.12}
 "#;
 
 /// The node's Service NAT (`podmesh_runtime::nat`) loaded with `iptables-restore`: a plain pod's connections to a
-/// ClusterIP reach the Service's pods, each connection one of them.
+/// ClusterIP reach the Service's pods, each connection one of them, and a pod reaching itself through its Service
+/// gets its answer.
 #[test]
-fn plain_pods_reach_a_cluster_ip_balanced_per_connection() {
-    if !in_private_namespaces("plain_pods_reach_a_cluster_ip_balanced_per_connection") {
+fn plain_pods_reach_a_cluster_ip_balanced_per_connection_and_a_pod_reaches_itself() {
+    if !in_private_namespaces("plain_pods_reach_a_cluster_ip_balanced_per_connection_and_a_pod_reaches_itself") {
         return;
     }
     let index = podmesh_compute::Index::new(podmesh_model::load_str(&[("web.yaml", WEB)]).unwrap().cluster);
@@ -208,6 +209,13 @@ fn plain_pods_reach_a_cluster_ip_balanced_per_connection() {
         *seen.entry(who).or_insert(0) += 1;
     }
     assert_eq!(seen.keys().cloned().collect::<Vec<_>>(), ["pod b", "pod c"], "{seen:?}");
+    // A pod whose Service sends it back to itself (about half of these do) still gets its answer.
+    let mut answers = std::collections::BTreeMap::new();
+    for _ in 0..16 {
+        let who = curl_from("b", "http://10.96.0.10/who", 5).expect("pod b could not reach its own Service");
+        *answers.entry(who).or_insert(0) += 1;
+    }
+    assert!(answers.contains_key("pod b"), "no connection went back to pod b itself: {answers:?}");
     for (server, pod) in servers.into_iter().zip(["b", "c"]) {
         unserve(server, pod);
     }
