@@ -89,6 +89,13 @@ impl Network {
         self.gateway
     }
 
+    /// Routes the Service CIDR onto the pod network, so that the node's own processes can dial ClusterIPs: a
+    /// locally made packet needs a route before its destination is translated (`nat` OUTPUT), while a pod's goes
+    /// to the node by its default route anyway.
+    pub fn route_services(&self, service_cidr: IpNet) -> Result<(), NetError> {
+        iproute(&["route", "add", &service_cidr.to_string(), "dev", &self.bridge])
+    }
+
     /// Gives a pod its network namespace `netns`, on the bridge with address `ip`. On failure, nothing of it is
     /// left.
     pub fn add_pod(&mut self, netns: &str, ip: IpAddr) -> Result<(), NetError> {

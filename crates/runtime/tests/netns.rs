@@ -216,6 +216,13 @@ fn plain_pods_reach_a_cluster_ip_balanced_per_connection_and_a_pod_reaches_itsel
         *answers.entry(who).or_insert(0) += 1;
     }
     assert!(answers.contains_key("pod b"), "no connection went back to pod b itself: {answers:?}");
+    // The node's own processes reach it too, once the Service CIDR is routed.
+    let service: SocketAddr = "10.96.0.10:80".parse().unwrap();
+    assert!(TcpStream::connect_timeout(&service, Duration::from_secs(2)).is_err(), "reached without a route");
+    net.route_services("10.96.0.0/12".parse().unwrap()).unwrap();
+    let node = Command::new("curl").args(["-sS", "--max-time", "5", "http://10.96.0.10/who"]).output().unwrap();
+    let who = String::from_utf8_lossy(&node.stdout);
+    assert!(node.status.success() && (who == "pod b" || who == "pod c"), "from the node: {who}");
     for (server, pod) in servers.into_iter().zip(["b", "c"]) {
         unserve(server, pod);
     }
