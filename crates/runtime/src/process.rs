@@ -142,8 +142,8 @@ fn start(spec: &Spec) -> Result<Child, String> {
         .create(true)
         .append(true)
         .open(&spec.log)
-        .map_err(|e| format!("opening its log {}: {e}", spec.log.display()))?;
-    let err = log.try_clone().map_err(|e| format!("opening its log {}: {e}", spec.log.display()))?;
+        .map_err(|e| format!("{}: opening its log {}: {e}", spec.name, spec.log.display()))?;
+    let err = log.try_clone().map_err(|e| format!("{}: opening its log {}: {e}", spec.name, spec.log.display()))?;
     let (program, args) = match &spec.netns {
         Some(ns) => {
             ("ip", ["netns", "exec", ns.as_str()].into_iter().chain(spec.argv.iter().map(String::as_str)).collect())
@@ -163,7 +163,7 @@ fn start(spec: &Spec) -> Result<Child, String> {
         .process_group(0)
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| format!("starting {}: {e}", spec.argv.join(" ")))
+        .map_err(|e| format!("{}: starting {}: {e}", spec.name, spec.argv.join(" ")))
 }
 
 /// SIGTERM to the container's process group, then SIGKILL to it if it has not exited within `grace`.
@@ -305,7 +305,8 @@ mod tests {
         let (ended, events) = run(&s, usize::MAX).await;
         assert_eq!(ended, Ended::Completed { code: Some(127) });
         assert!(
-            matches!(&events[0], Event::NotStarted(m) if m.contains("/nonexistent/podmesh-test-program")),
+            matches!(&events[0], Event::NotStarted(m)
+                if m.starts_with("ns/pod/app: ") && m.contains("/nonexistent/podmesh-test-program")),
             "{events:?}"
         );
     }
