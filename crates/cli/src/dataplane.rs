@@ -120,6 +120,10 @@ pub struct CaptureArgs {
     /// Also install IPv6 rules (ip6tables-restore).
     #[arg(long)]
     ipv6: bool,
+    /// Let inbound connections from this address through to the application uncaptured: the node's probes
+    /// (`podmesh up` gives them 169.254.7.127, as Istio's ambient mode does). Repeatable.
+    #[arg(long, value_name = "IP")]
+    inbound_bypass: Vec<std::net::IpAddr>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -153,7 +157,7 @@ pub struct EchoArgs {
     name: String,
     /// A port to serve HTTP/1.1, h2c and line-echo TCP on, on all addresses. Repeatable; --http and --tcp are
     /// the same (every port speaks both).
-    #[arg(long = "port", alias = "http", alias = "tcp", value_name = "PORT", required = true)]
+    #[arg(long = "port", aliases = ["http", "tcp", "auto", "h2c"], value_name = "PORT", required = true)]
     ports: Vec<u16>,
 }
 
@@ -315,13 +319,13 @@ pub fn capture(c: CaptureCommand) -> Result<ExitCode> {
     let exclude = |a: &CaptureArgs| a.uid.map_or(Exclude::Mark(a.mark), Exclude::Uid);
     match c {
         CaptureCommand::Print(a) => {
-            print!("{}", capture::rules(Family::V4, exclude(&a)));
+            print!("{}", capture::rules(Family::V4, exclude(&a), &a.inbound_bypass));
             if a.ipv6 {
-                print!("{}", capture::rules(Family::V6, exclude(&a)));
+                print!("{}", capture::rules(Family::V6, exclude(&a), &a.inbound_bypass));
             }
         }
         CaptureCommand::Install(a) => {
-            capture::install(exclude(&a), a.ipv6)?;
+            capture::install(exclude(&a), &a.inbound_bypass, a.ipv6)?;
             eprintln!("podmesh capture: rules installed (outbound TCP -> 15001, inbound TCP -> 15006)");
         }
     }

@@ -17,6 +17,7 @@ mod bench;
 mod control;
 mod dataplane;
 mod table;
+mod up;
 
 #[derive(Parser, Debug)]
 #[command(name = "podmesh", version, about = "A service mesh for Kubernetes with one clear routing contract")]
@@ -94,6 +95,24 @@ enum Command {
     Token(control::TokenArgs),
     /// Every sidecar connected to the control plane, with its config generation, sync state and last NACK.
     ProxyStatus(control::ProxyStatusArgs),
+    /// Run the manifests' pods on this machine, each in its own network namespace with its sidecar, with the
+    /// control plane, cluster DNS and Service NAT, all inside private namespaces. In the foreground until Ctrl-C;
+    /// `-d` returns once every pod is ready.
+    Up(up::UpArgs),
+    /// Apply manifests to the running local mesh (as `kubectl apply`).
+    Apply(up::FilesArgs),
+    /// Delete the objects manifests name from the running local mesh.
+    Delete(up::FilesArgs),
+    /// List the local mesh's pods, services or endpoints.
+    Get(up::GetArgs),
+    /// Run a command in a pod: its network namespace, its resolv.conf and hosts; the exit code is passed through.
+    Exec(up::ExecArgs),
+    /// A container's log (`-c sidecar`: the sidecar's, with its access log).
+    Logs(up::LogsArgs),
+    /// Set a Deployment's or StatefulSet's replicas.
+    Scale(up::ScaleArgs),
+    /// Stop the local mesh: every pod, the control plane, the network; nothing is left behind.
+    Down(up::StateArg),
     /// Benchmarks: `bench proxy` compares the sidecar pair with direct, nginx and HAProxy (needs root).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -166,6 +185,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Token(a) => control::token(a),
         Command::ProxyStatus(a) => control::proxy_status(a),
         Command::Bench(b) => bench::run(b),
+        Command::Up(a) => up::up(a),
+        Command::Apply(a) => up::apply(a),
+        Command::Delete(a) => up::delete(a),
+        Command::Get(a) => up::get(a),
+        Command::Exec(a) => up::exec(a),
+        Command::Logs(a) => up::logs(a),
+        Command::Scale(a) => up::scale(a),
+        Command::Down(a) => up::down(a),
     }
 }
 

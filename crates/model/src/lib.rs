@@ -27,6 +27,6 @@ pub use build::{
 pub use cluster::*;
 pub use diag::{Diagnostic, LoadErrors, Origin, Severity};
 pub use keys::{Kind, ObjectKey, ObjectRef};
-pub use load::{LoadOptions, Loaded, Source, load, load_str, load_with, object_fingerprints};
+pub use load::{LoadOptions, Loaded, Source, load, load_str, load_with, object_fingerprints, objects};
 pub use mesh::{MeshConfig, OutboundPolicy};
 pub use net::{ServicePort, TargetPort};

@@ -284,9 +284,25 @@ fn yaml_error(e: &crate::yaml::YamlError, origin: &Origin) -> Diagnostic {
 /// The objects of a manifest file by identity ("Kind namespace/name"; no namespace for cluster-scoped kinds and
 /// "default" assumed for the rest as Kubernetes does), each with a fingerprint of its content: what a watcher
 /// compares between two versions of a file to name the objects an edit added, changed or deleted. Documents that
-/// do not parse, or name no kind and name, are left out (loading reports them).
+/// do not parse, or name no kind and name, are left out (loading reports them). An object named twice counts as
+/// its last version, as [`objects`] lists them.
 pub fn object_fingerprints(text: &str, json: bool) -> std::collections::BTreeMap<String, u64> {
     use std::hash::{Hash, Hasher};
+    objects(text, json)
+        .into_iter()
+        .map(|(key, v)| {
+            let mut h = std::hash::DefaultHasher::new();
+            v.to_string().hash(&mut h);
+            (key, h.finish())
+        })
+        .collect()
+}
+
+/// The objects of a manifest file in document order, each with its identity key as [`object_fingerprints`] names
+/// it: what a store of applied manifests (`kubectl apply`, `kubectl delete -f`) keys objects by. A JSON file is one
+/// document; a `kind: List` (in JSON or YAML) stands for its `items`, as loading reads it. Documents that do not
+/// parse, or name no kind and name, are left out (loading reports them).
+pub fn objects(text: &str, json: bool) -> Vec<(String, serde_json::Value)> {
     let values: Vec<serde_json::Value> = if json {
         serde_json::from_str(text).into_iter().collect()
     } else {
@@ -295,19 +311,30 @@ pub fn object_fingerprints(text: &str, json: bool) -> std::collections::BTreeMap
             .filter_map(|d| crate::yaml::parse(d.text, crate::yaml::Limits::default()).ok())
             .collect()
     };
-    let mut out = std::collections::BTreeMap::new();
+    let mut out = Vec::new();
     for v in values {
-        let (Some(kind), Some(name)) = (v["kind"].as_str(), v["metadata"]["name"].as_str()) else { continue };
-        let key = match (kind, v["metadata"]["namespace"].as_str()) {
-            ("Namespace" | "MeshConfig", _) => format!("{kind} {name}"),
-            (_, Some(ns)) => format!("{kind} {ns}/{name}"),
-            (_, None) => format!("{kind} default/{name}"),
-        };
-        let mut h = std::hash::DefaultHasher::new();
-        v.to_string().hash(&mut h);
-        out.insert(key, h.finish());
+        keyed(v, &mut out);
     }
     out
+}
+
+/// Adds `v` to `out` with its key, or the items of a List (nested Lists too, as loading expands them).
+fn keyed(mut v: serde_json::Value, out: &mut Vec<(String, serde_json::Value)>) {
+    if v["kind"].as_str() == Some("List") && v["apiVersion"].is_string() {
+        if let Some(items) = v.get_mut("items").and_then(serde_json::Value::as_array_mut) {
+            for item in std::mem::take(items) {
+                keyed(item, out);
+            }
+        }
+        return;
+    }
+    let (Some(kind), Some(name)) = (v["kind"].as_str(), v["metadata"]["name"].as_str()) else { return };
+    let key = match (kind, v["metadata"]["namespace"].as_str()) {
+        ("Namespace" | "MeshConfig", _) => format!("{kind} {name}"),
+        (_, Some(ns)) => format!("{kind} {ns}/{name}"),
+        (_, None) => format!("{kind} default/{name}"),
+    };
+    out.push((key, v));
 }
 
 /// One document of a YAML stream: its 1-based index, the line it starts on, and its text.
@@ -381,5 +408,27 @@ mod tests {
         assert_eq!(idx("a: 1\n----\n"), vec![(1, 1)]);
         assert_eq!(idx("--- {a: 1}\n"), vec![(1, 1)]);
         assert_eq!(idx(""), vec![]);
+    }
+
+    #[test]
+    fn objects_are_keyed_in_order_and_lists_expanded() {
+        let keys = |text: &str, json: bool| objects(text, json).into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+        let yaml = "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n---\n\
+                    apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\n---\n\
+                    apiVersion: v1\nkind: List\nitems:\n\
+                    - {apiVersion: v1, kind: Pod, metadata: {name: p}}\n\
+                    - {apiVersion: v1, kind: List, items: [{apiVersion: v1, kind: Pod, metadata: {name: q}}]}\n\
+                    ---\nnot: [an, object\n---\nkind: Pod\n";
+        assert_eq!(keys(yaml, false), ["Namespace shop", "Service shop/web", "Pod default/p", "Pod default/q"]);
+        let list = r#"{"apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "podmesh.io/v1alpha1", "kind": "MeshConfig", "metadata": {"name": "mesh"}},
+            {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "a"}}]}"#;
+        assert_eq!(keys(list, true), ["MeshConfig mesh", "Pod a/p"]);
+        assert_eq!(keys(r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}}"#, true), ["Pod default/p"]);
+        assert!(keys("{", true).is_empty());
+        // The fingerprints name the same objects; a List's items are compared one by one.
+        let prints = object_fingerprints(list, true);
+        assert_eq!(prints.keys().collect::<Vec<_>>(), ["MeshConfig mesh", "Pod a/p"]);
+        assert_eq!(load_str(&[("l.json", list)]).map(|l| l.cluster.pods.len()).ok(), Some(1));
     }
 }

@@ -35,7 +35,7 @@ pub enum Family {
 }
 
 /// The `iptables-restore` input for one address family.
-pub fn rules(family: Family, exclude: Exclude) -> String {
+pub fn rules(family: Family, exclude: Exclude, inbound_sources: &[std::net::IpAddr]) -> String {
     let loopback = match family {
         Family::V4 => "127.0.0.0/8",
         Family::V6 => "::1/128",
@@ -51,6 +51,10 @@ pub fn rules(family: Family, exclude: Exclude) -> String {
     }
     // Inbound: everything but the sidecar's own ports.
     r.push_str("-A PREROUTING -p tcp -j PODMESH_INBOUND\n");
+    for source in inbound_sources.iter().filter(|s| s.is_ipv4() == (family == Family::V4)) {
+        let prefix = if source.is_ipv4() { 32 } else { 128 };
+        let _ = writeln!(r, "-A PODMESH_INBOUND -s {source}/{prefix} -j RETURN");
+    }
     for p in ports::ALL {
         let _ = writeln!(r, "-A PODMESH_INBOUND -p tcp --dport {p} -j RETURN");
     }
@@ -75,10 +79,10 @@ pub enum CaptureError {
 
 /// Applies the rules of both families in the current network namespace, atomically per family. `--noflush`
 /// keeps other tables' rules; the rules go into the nat table's own chains.
-pub fn install(exclude: Exclude, ipv6: bool) -> Result<(), CaptureError> {
-    restore("iptables-restore", &rules(Family::V4, exclude))?;
+pub fn install(exclude: Exclude, inbound_sources: &[std::net::IpAddr], ipv6: bool) -> Result<(), CaptureError> {
+    restore("iptables-restore", &rules(Family::V4, exclude, inbound_sources))?;
     if ipv6 {
-        restore("ip6tables-restore", &rules(Family::V6, exclude))?;
+        restore("ip6tables-restore", &rules(Family::V6, exclude, inbound_sources))?;
     }
     Ok(())
 }
@@ -108,7 +112,7 @@ mod tests {
 
     #[test]
     fn rules_redirect_everything_but_the_sidecar_and_loopback() {
-        let v4 = rules(Family::V4, Exclude::Mark(1337));
+        let v4 = rules(Family::V4, Exclude::Mark(1337), &[]);
         let lines: Vec<&str> = v4.lines().filter(|l| l.starts_with('-')).collect();
         // Inbound: the sidecar's ports return before the redirect.
         let redirect_in = lines.iter().position(|l| l.contains("--to-ports 15006")).unwrap_or(usize::MAX);
@@ -123,7 +127,15 @@ mod tests {
             assert!(i.is_some_and(|i| i < redirect_out), "{needle} missing or after the redirect");
         }
         assert!(v4.starts_with("# podmesh") && v4.ends_with("COMMIT\n"));
-        let v6 = rules(Family::V6, Exclude::Uid(1337));
+        let v6 = rules(Family::V6, Exclude::Uid(1337), &[]);
         assert!(v6.contains("-m owner --uid-owner 1337 -j RETURN") && v6.contains("-d ::1/128 -j RETURN"));
+        // A source let through (the node's probes), before the redirect, in its own family only.
+        let probe: std::net::IpAddr = "169.254.7.127".parse().unwrap();
+        let with = rules(Family::V4, Exclude::Mark(1337), &[probe]);
+        let lines: Vec<&str> = with.lines().collect();
+        let ret = lines.iter().position(|l| *l == "-A PODMESH_INBOUND -s 169.254.7.127/32 -j RETURN");
+        let redirect = lines.iter().position(|l| l.contains("--to-ports 15006"));
+        assert!(ret.is_some() && ret < redirect, "{with}");
+        assert!(!rules(Family::V6, Exclude::Mark(1337), &[probe]).contains("169.254"));
     }
 }

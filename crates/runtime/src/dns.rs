@@ -3,15 +3,23 @@
 //! only: every other name is refused, never forwarded, so a pod's resolver falls through to its next server.
 //!
 //! The message codec (RFC 1035) is written by hand and accepts only what a stub resolver sends: one question, its
-//! name written out whole. Responses fit in 512 bytes, the UDP limit without EDNS (whose OPT record is ignored);
-//! answers that do not fit are cut at a whole record and flagged TC so the client retries over TCP.
+//! name written out whole. Responses over UDP fit in 512 bytes, the UDP limit without EDNS (whose OPT record is
+//! ignored); answers that do not fit are cut at a whole record and flagged TC so the client retries over TCP.
+//!
+//! Over TCP (RFC 1035 §4.2.2, RFC 7766) each message is prefixed with its length in two bytes, so answers are whole
+//! up to 64 KiB: that is where a name with many addresses is read in full. A client may send several queries on one
+//! connection without waiting (pipelining); they are answered one after the other, in order. Connections are what
+//! a flood would exhaust, so every wait on one is bounded by an idle timeout and only so many are served at once.
 
 use std::collections::BTreeSet;
 use std::io;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::net::UdpSocket;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::Semaphore;
 
 /// Time to live of every record, in seconds: the CoreDNS kubernetes plugin's default, short so that clients
 /// notice pods that come and go.
@@ -44,6 +52,14 @@ pub struct Srv {
 const UDP_RESPONSE_LIMIT: usize = 512;
 /// EDNS clients send queries longer than 512 bytes; they are still read whole and answered within 512 bytes.
 const RECEIVE_BUFFER: usize = 4096;
+/// A TCP message's length is written in two bytes (RFC 1035 §4.2.2): no query or response can be longer.
+const TCP_MESSAGE_LIMIT: usize = u16::MAX as usize;
+/// How long a TCP connection may wait on its client (for the next query, the rest of one, or for an answer to be
+/// taken) before it is closed. RFC 7766 §6.2.3 advises seconds: each open connection holds memory and a slot.
+const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// TCP connections served at once; further clients wait in the listen backlog until one closes. Each holds at most
+/// a query and a response of 64 KiB, so this bounds the memory a flood of connections can take to some 32 MiB.
+const TCP_CONNECTION_LIMIT: usize = 256;
 
 const HEADER_LEN: usize = 12;
 /// Wire length of a name, its length octets and final zero included (RFC 1035 §2.3.4).
@@ -85,8 +101,13 @@ struct Question<'a> {
 
 /// The response to one DNS query message, or None when there must be none: the message is shorter than a header,
 /// or it is itself a response (answering those would let two servers bounce errors back and forth). Never panics,
-/// whatever the input.
+/// whatever the input. The response fits in a UDP datagram (512 bytes), cut and flagged TC when the answer does not.
 pub fn answer(query: &[u8], records: &dyn Records) -> Option<Vec<u8>> {
+    answer_with_limit(query, records, UDP_RESPONSE_LIMIT)
+}
+
+/// [`answer`], with responses cut to `limit` bytes rather than the UDP limit.
+fn answer_with_limit(query: &[u8], records: &dyn Records, limit: usize) -> Option<Vec<u8>> {
     let header = query.get(..HEADER_LEN)?;
     let id = read_u16(header, 0)?;
     let flags = read_u16(header, 2)?;
@@ -94,7 +115,7 @@ pub fn answer(query: &[u8], records: &dyn Records) -> Option<Vec<u8>> {
     if flags & FLAG_QR != 0 {
         return None;
     }
-    let error = |rcode| Some(Response::new(id, flags, rcode, None).encode());
+    let error = |rcode| Some(Response::new(id, flags, rcode, None).encode(limit));
     if (flags >> OPCODE_SHIFT) & OPCODE_MASK != OPCODE_QUERY {
         return error(Rcode::NotImp);
     }
@@ -102,7 +123,7 @@ pub fn answer(query: &[u8], records: &dyn Records) -> Option<Vec<u8>> {
         return error(Rcode::FormErr);
     }
     match parse_question(query) {
-        Some(question) => Some(resolve(id, flags, &question, records).encode()),
+        Some(question) => Some(resolve(id, flags, &question, records).encode(limit)),
         None => error(Rcode::FormErr),
     }
 }
@@ -155,6 +176,75 @@ fn is_transient(error: &io::Error) -> bool {
             | io::ErrorKind::WouldBlock
             | io::ErrorKind::TimedOut
     )
+}
+
+/// Answers DNS over TCP on every connection accepted on `listener`, each in a task of its own, until accepting fails
+/// in a way that retrying cannot fix; returns that error. A connection is closed when the client closes it, sends a
+/// length shorter than a header, or leaves it idle for 10 seconds; at most 256 are served at once.
+pub async fn serve_tcp(listener: TcpListener, records: Arc<dyn Records>) -> io::Error {
+    serve_tcp_with(listener, records, TCP_IDLE_TIMEOUT, TCP_CONNECTION_LIMIT).await
+}
+
+/// [`serve_tcp`] with its idle timeout and connection limit as parameters, so that tests need not wait 10 seconds.
+async fn serve_tcp_with(
+    listener: TcpListener,
+    records: Arc<dyn Records>,
+    idle_timeout: Duration,
+    connection_limit: usize,
+) -> io::Error {
+    let slots = Arc::new(Semaphore::new(connection_limit));
+    loop {
+        // A slot is taken before accepting, so that clients beyond the limit wait in the kernel's backlog (and are
+        // served once a connection closes) rather than being accepted only to be dropped.
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            return io::Error::other("the DNS connection limit's semaphore was closed");
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, _client)) => stream,
+            Err(error) if is_transient(&error) || error.kind() == io::ErrorKind::ConnectionAborted => continue,
+            Err(error) => return error,
+        };
+        // Each answer goes out in one write, but a pipelined client must not wait on the previous one's ACK.
+        let _ = stream.set_nodelay(true);
+        let records = Arc::clone(&records);
+        tokio::spawn(async move {
+            answer_connection(stream, records.as_ref(), idle_timeout).await;
+            drop(slot);
+        });
+    }
+}
+
+/// Answers length-prefixed queries read from `stream`, in order, each answer written before the next query is read,
+/// until the client closes it, sends a length shorter than a header (no query is that short, so the stream is not
+/// DNS or has lost its framing), a read or write fails, or a wait on the client takes longer than `idle_timeout`.
+/// Never panics, whatever the bytes.
+async fn answer_connection<S>(mut stream: S, records: &dyn Records, idle_timeout: Duration)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut query = Vec::new();
+    loop {
+        let mut prefix = [0u8; 2];
+        if !matches!(tokio::time::timeout(idle_timeout, stream.read_exact(&mut prefix)).await, Ok(Ok(_))) {
+            return;
+        }
+        let length = usize::from(u16::from_be_bytes(prefix));
+        if length < HEADER_LEN {
+            return;
+        }
+        query.resize(length, 0);
+        if !matches!(tokio::time::timeout(idle_timeout, stream.read_exact(&mut query)).await, Ok(Ok(_))) {
+            return;
+        }
+        // A message that gets no answer (a response) is skipped: the framing still says where the next one starts.
+        let Some(response) = answer_with_limit(&query, records, TCP_MESSAGE_LIMIT) else { continue };
+        let Ok(response_length) = u16::try_from(response.len()) else { return };
+        // One write per answer, prefix included, so that it leaves in as few segments as it can.
+        let framed = [&response_length.to_be_bytes()[..], &response].concat();
+        if !matches!(tokio::time::timeout(idle_timeout, stream.write_all(&framed)).await, Ok(Ok(()))) {
+            return;
+        }
+    }
 }
 
 fn read_u16(bytes: &[u8], at: usize) -> Option<u16> {
@@ -306,7 +396,8 @@ fn srv_record(owner: &[u8], srv: &Srv) -> Option<Vec<u8>> {
     record(owner, TYPE_SRV, &rdata)
 }
 
-/// A response being built: its records are kept encoded and cut to the UDP limit when the message is written.
+/// A response being built: its records are kept encoded and cut to the transport's limit when the message is
+/// written.
 struct Response<'q> {
     id: u16,
     flags: u16,
@@ -327,14 +418,16 @@ impl<'q> Response<'q> {
         self
     }
 
-    fn encode(self) -> Vec<u8> {
+    /// The message, at most `limit` bytes long (as long as a header and the question fit, which they always do in
+    /// 512 bytes): records that do not fit are left out.
+    fn encode(self, limit: usize) -> Vec<u8> {
         let mut body = match self.question {
             Some(question) => {
                 [question.wire_name, &question.qtype.to_be_bytes(), &question.qclass.to_be_bytes()].concat()
             }
             None => Vec::new(),
         };
-        let room = UDP_RESPONSE_LIMIT.saturating_sub(HEADER_LEN);
+        let room = limit.saturating_sub(HEADER_LEN);
         let (answer_count, truncated) = append_fitting(&mut body, &self.answers, room);
         // Additional records are a courtesy: leaving them out is no truncation (RFC 2181 §9). With answers cut the
         // client retries over TCP, so they would be sent for nothing.
@@ -358,6 +451,7 @@ fn append_fitting(body: &mut Vec<u8>, records: &[Vec<u8>], room: usize) -> (u16,
     }
     (count, false)
 }
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -755,6 +849,212 @@ mod tests {
         assert_rcode(&exchange(&client, server, &query("example.com", TYPE_A)).await, 0x1234, Rcode::Refused);
         assert!(!task.is_finished());
         task.abort();
+    }
+
+    /// A message with its two-byte length prefix, as sent over TCP.
+    fn framed(message: &[u8]) -> Vec<u8> {
+        [&u16::try_from(message.len()).unwrap().to_be_bytes()[..], message].concat()
+    }
+
+    /// The length-prefixed messages of a TCP stream's bytes, which must hold nothing else.
+    fn unframe(mut bytes: &[u8]) -> Vec<&[u8]> {
+        let mut messages = Vec::new();
+        while let Some((prefix, rest)) = bytes.split_first_chunk::<2>() {
+            let (message, rest) = rest.split_at(usize::from(u16::from_be_bytes(*prefix)));
+            messages.push(message);
+            bytes = rest;
+        }
+        assert!(bytes.is_empty(), "{} bytes after the last whole message", bytes.len());
+        messages
+    }
+
+    async fn tcp_server(idle_timeout: Duration, connection_limit: usize) -> (std::net::SocketAddr, Server) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let task = tokio::spawn(serve_tcp_with(listener, Arc::new(cluster()), idle_timeout, connection_limit));
+        (address, Server(task))
+    }
+
+    /// The server's task, aborted when the test ends, whether it passes or not.
+    struct Server(tokio::task::JoinHandle<io::Error>);
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+
+    /// The next response on `stream`, or None when the server closes the connection before sending one.
+    async fn read_response(stream: &mut tokio::net::TcpStream) -> Option<Decoded> {
+        let mut prefix = [0u8; 2];
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut prefix)).await;
+        read.expect("a response or the connection closed within 5 s").ok()?;
+        let mut response = vec![0u8; usize::from(u16::from_be_bytes(prefix))];
+        tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut response)).await.unwrap().unwrap();
+        Some(decode(&response).expect("a well-formed response"))
+    }
+
+    /// Whether the server closes the connection (or resets it) within 5 s, without sending anything first.
+    async fn closed_by_server(stream: &mut tokio::net::TcpStream) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(tokio::time::timeout(Duration::from_secs(5), stream.read(&mut byte)).await, Ok(Ok(0) | Err(_)))
+    }
+
+    #[tokio::test]
+    async fn answers_cut_for_udp_come_whole_over_tcp() {
+        let big = query("big.default.svc.cluster.local", TYPE_A);
+        let all: Vec<Data> = (0..40).map(|last| Data::Address(v4(last))).collect();
+        let over_udp = ask(&big);
+        assert!(over_udp.has(FLAG_TC) && over_udp.answers.len() < all.len(), "{over_udp:?}");
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let _server = Server(tokio::spawn(serve_tcp(listener, Arc::new(cluster()))));
+        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        stream.write_all(&framed(&big)).await.unwrap();
+        let over_tcp = read_response(&mut stream).await.expect("an answer");
+        assert_rcode(&over_tcp, 0x1234, Rcode::NoError);
+        assert!(over_tcp.has(FLAG_AA) && !over_tcp.has(FLAG_TC), "{over_tcp:?}");
+        assert_eq!(over_tcp.answer_data(), all);
+        // The same cut, were the answer to outgrow even a TCP message.
+        let cut = decode(&answer_with_limit(&big, &cluster(), 600).unwrap()).unwrap();
+        assert!(cut.has(FLAG_TC) && cut.answers.len() > over_udp.answers.len() && cut.answers.len() < all.len());
+    }
+
+    #[tokio::test]
+    async fn pipelined_queries_are_answered_in_order_and_responses_skipped() {
+        let (address, _server) = tcp_server(Duration::from_secs(10), 4).await;
+        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        let (big, web) = (wire("big.default.svc.cluster.local"), wire("web.default.svc.cluster.local"));
+        let messages = [
+            message(1, 0, &[&big], TYPE_A),
+            // A response gets none, and the next query is still read from where it starts.
+            message(2, FLAG_QR, &[&web], TYPE_A),
+            message(3, 0, &[&wire("example.com")], TYPE_A),
+            message(4, 0, &[&web], TYPE_A),
+        ];
+        stream.write_all(&messages.iter().flat_map(|message| framed(message)).collect::<Vec<_>>()).await.unwrap();
+        stream.shutdown().await.unwrap();
+        let first = read_response(&mut stream).await.unwrap();
+        assert_rcode(&first, 1, Rcode::NoError);
+        assert_eq!(first.answers.len(), 40);
+        assert_rcode(&read_response(&mut stream).await.unwrap(), 3, Rcode::Refused);
+        let last = read_response(&mut stream).await.unwrap();
+        assert_rcode(&last, 4, Rcode::NoError);
+        assert_eq!(last.answer_data(), [Data::Address(v4(10))]);
+        // The client has closed its side: so does the server, once everything is answered.
+        assert!(read_response(&mut stream).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn garbage_and_lengths_shorter_than_a_header_close_the_connection() {
+        let (address, server) = tcp_server(Duration::from_millis(200), 4).await;
+        let web = framed(&query("web.default.svc.cluster.local", TYPE_A));
+        // (bytes sent, whether the client then closes its side)
+        let cases: [(&[u8], bool); 7] = [
+            (&[0, 0], false),
+            (&[0, 11, 0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0], false),
+            (&[0], true),
+            (&web[..web.len() - 1], true),
+            // The length says more bytes are coming than ever do: the idle timeout ends it.
+            (b"GET / HTTP/1.1\r\nHost: dns\r\n\r\n", false),
+            (&[0xFF; 70_000], false),
+            (&[], true),
+        ];
+        for (bytes, close) in cases {
+            let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+            stream.write_all(bytes).await.unwrap();
+            if close {
+                stream.shutdown().await.unwrap();
+            }
+            assert!(closed_by_server(&mut stream).await, "{:?}", &bytes[..bytes.len().min(16)]);
+        }
+        // A query answered before the garbage still is.
+        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        stream.write_all(&[&web[..], &[0, 3, 1, 2, 3]].concat()).await.unwrap();
+        assert_rcode(&read_response(&mut stream).await.unwrap(), 0x1234, Rcode::NoError);
+        assert!(closed_by_server(&mut stream).await);
+        assert!(!server.0.is_finished());
+    }
+
+    #[tokio::test]
+    async fn idle_connections_are_closed_after_the_timeout() {
+        let idle = Duration::from_millis(300);
+        let (address, _server) = tcp_server(idle, 4).await;
+        let web = framed(&query("web.default.svc.cluster.local", TYPE_A));
+        // Silent from the start; silent after a query answered; silent halfway through a query.
+        let sent: [&[u8]; 3] = [&[], &web, &web[..5]];
+        for bytes in sent {
+            let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+            stream.write_all(bytes).await.unwrap();
+            if bytes == web {
+                assert!(read_response(&mut stream).await.is_some());
+            }
+            let started = tokio::time::Instant::now();
+            assert!(closed_by_server(&mut stream).await, "{bytes:?}");
+            assert!(started.elapsed() >= idle.mul_f32(0.9), "closed after {:?}", started.elapsed());
+        }
+    }
+
+    #[tokio::test]
+    async fn connections_beyond_the_limit_wait_for_one_to_close() {
+        let (address, _server) = tcp_server(Duration::from_secs(10), 1).await;
+        let web = framed(&query("web.default.svc.cluster.local", TYPE_A));
+        let mut first = tokio::net::TcpStream::connect(address).await.unwrap();
+        first.write_all(&web).await.unwrap();
+        assert!(read_response(&mut first).await.is_some());
+
+        let mut second = tokio::net::TcpStream::connect(address).await.unwrap();
+        second.write_all(&web).await.unwrap();
+        let mut prefix = [0u8; 2];
+        let waited = tokio::time::timeout(Duration::from_millis(300), second.read_exact(&mut prefix)).await;
+        assert!(waited.is_err(), "answered beyond the limit: {waited:?}");
+        drop(first);
+        assert_rcode(&read_response(&mut second).await.unwrap(), 0x1234, Rcode::NoError);
+    }
+
+    /// Runs one connection over an in-memory stream: `bytes` sent, then the client's side closed. Returns what the
+    /// server wrote before ending the connection, which it must do on its own.
+    fn converse(bytes: &[u8]) -> Vec<u8> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        runtime.block_on(async {
+            let (mut client, server) = tokio::io::duplex(1 << 20);
+            let records = cluster();
+            let client_side = async {
+                client.write_all(bytes).await.unwrap();
+                client.shutdown().await.unwrap();
+                let mut received = Vec::new();
+                client.read_to_end(&mut received).await.unwrap();
+                received
+            };
+            let serving = tokio::time::timeout(Duration::from_secs(5), async {
+                tokio::join!(answer_connection(server, &records, Duration::from_secs(5)), client_side).1
+            });
+            serving.await.expect("the connection ends within 5 s")
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn any_bytes_on_a_connection_get_well_formed_answers_and_an_end(
+            bytes in prop::collection::vec(any::<u8>(), 0..300),
+            queries in prop::collection::vec(valid_query(), 0..4),
+        ) {
+            // Valid queries first, so that garbage does not always end the connection before anything is answered.
+            let sent: Vec<u8> = queries.iter().flat_map(|(_, _, message)| framed(message)).chain(bytes).collect();
+            let received = converse(&sent);
+            let responses = unframe(&received);
+            prop_assert!(responses.len() >= queries.len());
+            for (index, response) in responses.iter().enumerate() {
+                let decoded = decode(response);
+                prop_assert!(decoded.is_some(), "unparsable response {response:?}");
+                if let (Some((id, _, _)), Some(decoded)) = (queries.get(index), decoded) {
+                    prop_assert_eq!(decoded.id, *id);
+                }
+            }
+        }
     }
 
     /// The cluster's own names, from the index the control plane serves: the StatefulSet example's headless

@@ -9,8 +9,10 @@ pub mod dns;
 pub mod env;
 pub mod nat;
 pub mod net;
+pub mod node;
 pub mod prereq;
 pub mod probe;
 pub mod process;
+pub mod store;
 #[cfg(test)]
 mod testdir;

@@ -142,13 +142,29 @@ impl Network {
     /// command a mount namespace of its own whose mounts do not propagate back, so the mounts are the pod's alone
     /// and go with its processes; each target must exist.
     pub fn exec_with_files(netns: &str, files: &[(PathBuf, PathBuf)], argv: &[String]) -> Command {
+        let whole = Network::argv_with_files(netns, files, argv);
         let mut c = Command::new("ip");
-        c.args(["netns", "exec", netns, "sh", "-c", MOUNT_THEN_EXEC, "podmesh-pod"]);
-        for (source, target) in files {
-            c.arg(source).arg(target);
-        }
-        c.arg("--").args(argv);
+        c.args(whole.iter().skip(1));
         c
+    }
+
+    /// The command line [`Network::exec_with_files`] runs, program first: `ip netns exec NETNS sh -c ...`.
+    pub fn argv_with_files(netns: &str, files: &[(PathBuf, PathBuf)], argv: &[String]) -> Vec<String> {
+        let mut v: Vec<String> =
+            ["ip", "netns", "exec", netns, "sh", "-c", MOUNT_THEN_EXEC, "podmesh-pod"].map(String::from).to_vec();
+        for (source, target) in files {
+            v.push(source.to_string_lossy().into_owned());
+            v.push(target.to_string_lossy().into_owned());
+        }
+        v.push("--".into());
+        v.extend(argv.iter().cloned());
+        v
+    }
+
+    /// Gives the node a further address of its own (on the bridge), e.g. the one its probes come from.
+    pub fn add_node_address(&self, ip: IpAddr) -> Result<(), NetError> {
+        let host = format!("{ip}/{}", if ip.is_ipv4() { 32 } else { 128 });
+        iproute(&with_nodad(&["addr", "add", &host, "dev", &self.bridge], ip))
     }
 }
 

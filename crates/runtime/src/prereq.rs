@@ -23,7 +23,8 @@ pub const TOOLS: &[Tool] = &[
         used_for: "each meshed pod's capture rules and the node's Service NAT",
     },
     Tool { program: "unshare", package: "util-linux", used_for: "the private namespaces the whole mesh runs in" },
-    Tool { program: "setpriv", package: "util-linux", used_for: "running each sidecar as its own user" },
+    Tool { program: "setpriv", package: "util-linux", used_for: "ending the mesh with `podmesh up` in the foreground" },
+    Tool { program: "nsenter", package: "util-linux", used_for: "`podmesh exec`: entering the mesh's namespaces" },
     Tool { program: "mount", package: "mount", used_for: "the mesh's private /run/netns" },
 ];
 
@@ -149,7 +150,7 @@ mod tests {
         assert_eq!(find("ip", &path), Some(b.0.join("ip")));
         assert_eq!(find("unshare", &path), None);
         let missing: Vec<&str> = missing_tools(&path).iter().map(|t| t.program).collect();
-        assert_eq!(missing, ["iptables-restore", "unshare", "setpriv"]);
+        assert_eq!(missing, ["iptables-restore", "unshare", "setpriv", "nsenter"]);
         // Each says what to install.
         let said = Problem::MissingTool(missing_tools(&path)[0]).to_string();
         assert!(said.contains("`iptables-restore` is not installed") && said.contains("apt-get install iptables"));

@@ -37,11 +37,15 @@ pub enum Outcome {
 pub struct Target<'a> {
     /// The pod's address on the pod network.
     pub ip: IpAddr,
+    /// The address the node's probe connections come from (`None`: the kernel chooses). `podmesh up` gives them
+    /// the address pods' capture rules let through, so a probe reaches the application even under STRICT, as
+    /// Istio's ambient mode lets the kubelet's probes through.
+    pub source: Option<IpAddr>,
     /// The pod, whose container ports name the ports that probes may refer to by name.
     pub pod: &'a Pod,
     /// Builds the command that runs an exec probe's argv in the container's context (e.g. in the pod's network
     /// namespace). The prober sets its stdio and kill-on-drop.
-    pub exec: &'a dyn Fn(&[String]) -> Command,
+    pub exec: &'a (dyn Fn(&[String]) -> Command + Sync),
 }
 
 impl fmt::Debug for Target<'_> {
@@ -66,7 +70,7 @@ pub async fn check(action: &ProbeAction, target: &Target<'_>, timeout: Duration)
                 if *https {
                     return Outcome::Failure("HTTPS probes are not supported".into());
                 }
-                http_get(SocketAddr::new(target.ip, port.0), path, headers).await
+                http_get(SocketAddr::new(target.ip, port.0), target.source, path, headers).await
             }
             ProbeAction::TcpSocket { port } => {
                 let port = match resolve(port, target.pod) {
@@ -74,7 +78,7 @@ pub async fn check(action: &ProbeAction, target: &Target<'_>, timeout: Duration)
                     Err(failure) => return failure,
                 };
                 let addr = SocketAddr::new(target.ip, port.0);
-                match TcpStream::connect(addr).await {
+                match connect(addr, target.source).await {
                     Ok(_) => Outcome::Success,
                     Err(e) => connect_failure(addr, &e),
                 }
@@ -105,13 +109,21 @@ fn connect_failure(addr: SocketAddr, e: &std::io::Error) -> Outcome {
     }
 }
 
-async fn http_get(addr: SocketAddr, path: &str, headers: &[(String, String)]) -> Outcome {
+/// Opens a connection to `addr` from `source` when given.
+async fn connect(addr: SocketAddr, source: Option<IpAddr>) -> std::io::Result<TcpStream> {
+    let Some(source) = source else { return TcpStream::connect(addr).await };
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.bind(SocketAddr::new(source, 0))?;
+    socket.connect(addr).await
+}
+
+async fn http_get(addr: SocketAddr, source: Option<IpAddr>, path: &str, headers: &[(String, String)]) -> Outcome {
     let path = request_path(path);
     let request = match request(addr, &path, headers) {
         Ok(request) => request,
         Err(failure) => return failure,
     };
-    let mut stream = match TcpStream::connect(addr).await {
+    let mut stream = match connect(addr, source).await {
         Ok(stream) => stream,
         Err(e) => return connect_failure(addr, &e),
     };
@@ -355,7 +367,7 @@ mod tests {
     }
 
     async fn attempt(action: ProbeAction, pod: &Pod, timeout: Duration) -> Outcome {
-        let target = Target { ip: LOCAL, pod, exec: &direct };
+        let target = Target { ip: LOCAL, source: None, pod, exec: &direct };
         tokio::time::timeout(WAIT, check(&action, &target, timeout)).await.expect("check is bounded by its timeout")
     }
 
@@ -570,7 +582,7 @@ mod tests {
             failure_threshold: 1,
         };
         let pod = pod(port);
-        let target = Target { ip: LOCAL, pod: &pod, exec: &direct };
+        let target = Target { ip: LOCAL, source: None, pod: &pod, exec: &direct };
         let reports = &Mutex::new(Vec::new());
         let wait_for = |n: usize| async move {
             let deadline = Instant::now() + WAIT;

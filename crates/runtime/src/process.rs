@@ -10,6 +10,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use podmesh_model::RestartPolicy;
+use rustix::process::Signal;
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
@@ -169,24 +170,21 @@ fn start(spec: &Spec) -> Result<Child, String> {
 /// SIGTERM to the container's process group, then SIGKILL to it if it has not exited within `grace`.
 async fn terminate(child: &mut Child, grace: Duration) {
     let Some(pid) = child.id() else { return };
-    signal_group(pid, "TERM").await;
+    signal_group(pid, Signal::TERM);
     if tokio::time::timeout(grace, child.wait()).await.is_err() {
-        signal_group(pid, "KILL").await;
+        signal_group(pid, Signal::KILL);
         let _ = child.wait().await;
     } else {
         // The leader is gone; what it started goes too.
-        signal_group(pid, "KILL").await;
+        signal_group(pid, Signal::KILL);
     }
 }
 
-/// Signals a process group with kill(1): the workspace forbids `unsafe`, and so a direct kill(2).
-async fn signal_group(pgid: u32, signal: &str) {
-    let _ = Command::new("kill")
-        .args(["-s", signal, "--", &format!("-{pgid}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .await;
+/// Signals a process group (ESRCH, a group already gone, is nothing to report).
+fn signal_group(pgid: u32, signal: Signal) {
+    if let Some(pid) = i32::try_from(pgid).ok().and_then(rustix::process::Pid::from_raw) {
+        let _ = rustix::process::kill_process_group(pid, signal);
+    }
 }
 
 #[cfg(test)]
