@@ -19,6 +19,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -62,6 +63,10 @@ pub struct NodeConfig {
     pub probe_source: IpAddr,
     /// Between SIGTERM and SIGKILL when a pod stops.
     pub grace: Duration,
+    /// How long a removed pod keeps running after its endpoint is withdrawn, before SIGTERM: the time for every
+    /// sidecar to hear that it is gone, so no request is sent to a pod that is stopping (what a preStop sleep
+    /// does in Kubernetes). Not waited for when the whole node stops.
+    pub termination_delay: Duration,
     /// The restart back-off of containers and sidecars.
     pub backoff: Backoff,
 }
@@ -132,6 +137,8 @@ pub struct Node {
 struct Running {
     pod: Arc<Pod>,
     stop: CancellationToken,
+    /// Set when it is to stop without the termination delay.
+    immediate: Arc<AtomicBool>,
     status: Arc<Mutex<PodStatus>>,
     task: JoinHandle<()>,
 }
@@ -182,7 +189,7 @@ impl Node {
                 }
                 ordered_stopping.push(set);
             }
-            self.stop(&key);
+            self.stop(&key, false);
         }
         for (key, want) in &cluster.pods {
             if self.pods.contains_key(key) {
@@ -202,7 +209,7 @@ impl Node {
     pub async fn shutdown(&mut self) {
         let keys: Vec<ObjectKey> = self.pods.keys().cloned().collect();
         for key in keys {
-            self.stop(&key);
+            self.stop(&key, true);
         }
         let bound = self.config.grace + Duration::from_secs(10);
         for (_, task) in std::mem::take(&mut self.stopping) {
@@ -243,6 +250,7 @@ impl Node {
     fn start(&mut self, pod: Pod, previous: Option<JoinHandle<()>>) {
         let pod = Arc::new(pod);
         let stop = CancellationToken::new();
+        let immediate = Arc::new(AtomicBool::new(false));
         let status = Arc::new(Mutex::new(PodStatus {
             phase: Phase::Pending,
             ready: false,
@@ -269,6 +277,7 @@ impl Node {
             status: Arc::clone(&status),
             events: self.events.clone(),
             stop: stop.clone(),
+            immediate: Arc::clone(&immediate),
         };
         let task = tokio::spawn(async move {
             if let Some(previous) = previous {
@@ -276,12 +285,13 @@ impl Node {
             }
             ctx.run().await;
         });
-        self.pods.insert(pod.key.clone(), Running { pod, stop, status, task });
+        self.pods.insert(pod.key.clone(), Running { pod, stop, immediate, status, task });
     }
 
-    fn stop(&mut self, key: &ObjectKey) {
+    fn stop(&mut self, key: &ObjectKey, immediate: bool) {
         if let Some(running) = self.pods.remove(key) {
             lock(&running.status).phase = Phase::Terminating;
+            running.immediate.store(immediate, Ordering::Relaxed);
             running.stop.cancel();
             self.stopping.insert(key.clone(), running.task);
         }
@@ -344,6 +354,7 @@ struct PodContext {
     status: Arc<Mutex<PodStatus>>,
     events: mpsc::UnboundedSender<NodeEvent>,
     stop: CancellationToken,
+    immediate: Arc<AtomicBool>,
 }
 
 /// What a pod's containers and probes tell its task.
@@ -482,6 +493,11 @@ impl PodContext {
             lock(&self.status).ready = false;
             let _ = self.events.send(NodeEvent::Ready { pod: pod.key.clone(), ready: false });
         }
+        // Its endpoint is withdrawn already (the pod is gone from the cluster, or not ready); running on a moment
+        // lets every sidecar hear it first.
+        if !self.immediate.load(Ordering::Relaxed) {
+            tokio::time::sleep(c.termination_delay).await;
+        }
         // The application first, then its sidecar (which drains what is in flight), as Kubernetes stops a pod
         // with a native sidecar.
         containers_stop.cancel();
@@ -593,7 +609,7 @@ impl PodContext {
     /// The sidecar: `podmesh proxy` joined to the control plane with the pod's token, restarted whenever it exits.
     fn run_sidecar(&self, netns: &str, dir: &Path, stop: CancellationToken) -> JoinHandle<()> {
         let c = &self.config;
-        let argv: Vec<String> = vec![
+        let mut argv: Vec<String> = vec![
             c.exe.to_string_lossy().into_owned(),
             "proxy".into(),
             "--control".into(),
@@ -605,6 +621,13 @@ impl PodContext {
             "--trust-domain".into(),
             c.trust_domain.clone(),
         ];
+        // The application's own metrics, merged into 15020 (R8), as the pod's annotations name them.
+        if let Some(port) = self.pod.annotations.get("prometheus.io/port") {
+            argv.extend(["--app-metrics-port".into(), port.clone()]);
+            if let Some(path) = self.pod.annotations.get("prometheus.io/path") {
+                argv.extend(["--app-metrics-path".into(), path.clone()]);
+            }
+        }
         let spec = Spec {
             name: format!("{}/sidecar", self.pod.key),
             argv,

@@ -102,6 +102,7 @@ async fn run_async(files: &[PathBuf], state: &Path) -> Result<()> {
         host_ip: gateway,
         probe_source: PROBE_SOURCE,
         grace: Duration::from_secs(10),
+        termination_delay: Duration::from_secs(1),
         backoff: Backoff::KUBELET,
     };
     let tokens = {
@@ -148,6 +149,8 @@ async fn run_async(files: &[PathBuf], state: &Path) -> Result<()> {
     let _ = std::fs::remove_file(&socket);
     if let Some(reply) = down {
         let _ = reply.send(Response::ok(serde_json::Value::Null));
+        // The connection's task writes the answer; the runtime ends (and drops its tasks) when this returns.
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     eprintln!("podmesh up: stopped");
     Ok(())

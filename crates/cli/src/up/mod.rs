@@ -346,6 +346,7 @@ pub fn down(a: StateArg) -> Result<ExitCode> {
         }
         Err(e) => {
             // A mesh that crashed leaves its files behind, and nothing else.
+            wait_stopped(state, Duration::from_secs(5));
             if up_info(state).is_ok_and(|i| !Path::new(&format!("/proc/{}", i.pid)).exists()) {
                 tidy(state);
                 println!("the mesh had already stopped; its files are removed");
@@ -454,12 +455,16 @@ pub fn exec(a: ExecArgs) -> Result<ExitCode> {
     let dir = state.join("pods").join(&*key.namespace).join(&*key.name);
     let files = vec![(dir.join("resolv.conf"), "/etc/resolv.conf".into()), (dir.join("hosts"), "/etc/hosts".into())];
     let argv = Network::argv_with_files(&Node::netns(&key), &files, &a.command);
+    // The mesh's first process (unshare's child): its PID namespace is the pods' (and its /proc is mounted).
+    let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", info.pid)).unwrap_or_default();
+    let mesh = children.split_whitespace().next().ok_or_else(|| anyhow!("the mesh (process {}) is gone", info.pid))?;
     let mut cmd = Command::new("nsenter");
-    cmd.args(["-t", &info.pid.to_string()]);
+    cmd.args(["-t", mesh]);
     if info.user_namespace {
-        cmd.arg("--user");
+        // Keeping our own ids, which the namespace maps to its root: changing them (setgroups) is denied there.
+        cmd.args(["--user", "--preserve-credentials"]);
     }
-    cmd.args(["--mount", "--"]).args(&argv);
+    cmd.args(["--mount", "--pid", "--"]).args(&argv);
     if let (Ok(exe), Ok(path)) = (std::env::current_exe(), std::env::var("PATH"))
         && let Some(dir) = exe.parent()
     {
