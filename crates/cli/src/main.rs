@@ -111,6 +111,8 @@ enum Command {
     Logs(up::LogsArgs),
     /// Set a Deployment's or StatefulSet's replicas.
     Scale(up::ScaleArgs),
+    /// Restart a part of the local mesh (`control-plane`).
+    Restart(up::RestartArgs),
     /// Stop the local mesh: every pod, the control plane, the network; nothing is left behind.
     Down(up::StateArg),
     /// Benchmarks: `bench proxy` compares the sidecar pair with direct, nginx and HAProxy (needs root).
@@ -192,6 +194,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Exec(a) => up::exec(a),
         Command::Logs(a) => up::logs(a),
         Command::Scale(a) => up::scale(a),
+        Command::Restart(a) => up::restart(a),
         Command::Down(a) => up::down(a),
     }
 }

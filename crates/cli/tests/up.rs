@@ -73,6 +73,13 @@ impl Mesh {
 
     /// The same, as `user` (with a copy of the binary it can run, in a state directory it owns).
     fn start_as(test: &str, files: &[PathBuf], user: Option<u32>) -> Mesh {
+        let mesh = Mesh::spawn(test, files, user);
+        mesh.wait_ready(Duration::from_secs(90));
+        mesh
+    }
+
+    /// Starts `podmesh up`, not waiting for anything.
+    fn spawn(test: &str, files: &[PathBuf], user: Option<u32>) -> Mesh {
         let state = std::env::temp_dir().join(format!("pm-up-{}-{test}", std::process::id()));
         let _ = std::fs::remove_dir_all(&state);
         std::fs::create_dir_all(state.join("bin")).unwrap();
@@ -96,9 +103,7 @@ impl Mesh {
             cmd.arg("-f").arg(f);
         }
         let up = cmd.stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log).spawn().unwrap();
-        let mesh = Mesh { state, up, files: files.to_vec(), bin, user };
-        mesh.wait_ready(Duration::from_secs(90));
-        mesh
+        Mesh { state, up, files: files.to_vec(), bin, user }
     }
 
     fn podmesh(&self, args: &[&str]) -> Output {
@@ -469,6 +474,25 @@ fn r9_matrix_runs_as_explain_predicts_in_both_columns() {
     let seen = tcp_seen(&mesh, "shop/legacy", &db0_ip, 5000, "hello", &[]);
     check_tcp("row 13 PERMISSIVE", &seen, &mesh.explain(none, "shop/legacy", &format!("{db0_ip}:5000"), &["--tcp"]));
 
+    // Row 19: an address outside the cluster (the node's, where the control plane's monitoring port answers):
+    // passthrough, the destination's own response.
+    let node_ip = mesh.pods()[0]["nodeIp"].as_str().unwrap().to_string();
+    let outside = format!("http://{node_ip}:15014/ready");
+    let predicted = mesh.explain(none, "shop/client", &outside, &[]);
+    assert_eq!(predicted["reason"], "passthrough", "{predicted}");
+    let (before, dst) = (mesh.access_log("shop/client").len(), format!("{node_ip}:15014"));
+    let seen = curl(&mesh, "shop/client", std::slice::from_ref(&outside), &[]);
+    assert_eq!(seen.statuses, [200], "row 19: {seen:?}");
+    assert_eq!(seen.reason, "ok", "row 19: the node's own answer, nothing the mesh made: {seen:?}");
+    wait_for(
+        || {
+            mesh.access_log("shop/client")
+                .get(before..)
+                .is_some_and(|new| new.iter().any(|r| r["reason"] == "passthrough" && r["dst"] == dst.as_str()))
+        },
+        "row 19 in the client's access log as passthrough",
+    );
+
     // STRICT, applied to the running mesh: the sidecars follow.
     let strict = [examples("quickstart/strict")];
     let out = mesh.podmesh(&["apply", "-f", strict[0].to_str().unwrap()]);
@@ -490,6 +514,20 @@ fn r9_matrix_runs_as_explain_predicts_in_both_columns() {
     let url = format!("http://{web0_ip}:15020/stats/prometheus");
     let out = mesh.exec("shop/legacy", &["curl", "-sS", "-m", "10", "-o", "/dev/null", "-w", "%{http_code}", &url]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "row 16 STRICT");
+
+    // Row 19 under REGISTRY_ONLY (a MeshConfig, applied live): unknown_destination, 502 from the source.
+    let registry_only = [examples("quickstart/strict"), examples("quickstart/registry-only")];
+    let out = mesh.podmesh(&["apply", "-f", registry_only[1].to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut seen = Seen::default();
+    wait_for(
+        || {
+            seen = curl(&mesh, "shop/client", std::slice::from_ref(&outside), &[]);
+            seen.reason != "ok"
+        },
+        "REGISTRY_ONLY at the client's sidecar",
+    );
+    check_http("row 19 REGISTRY_ONLY", &seen, &mesh.explain(&registry_only, "shop/client", &outside, &[]));
 }
 
 /// A StatefulSet's peers reach each other by their per-pod DNS names under STRICT (examples/statefulset-peers).
@@ -633,6 +671,26 @@ fn faults_and_changes_reach_the_sidecars_live() {
     wait_for(|| mesh.pods_of("web").len() == 2 && mesh.pods().iter().all(|p| p["ready"] == true), "2 web pods");
     let seen = curl(&mesh, "shop/client", &vec!["http://web.shop/".to_string(); 20], &[]);
     assert!(seen.reason == "ok" && seen.served.len() == 2, "{seen:?}");
+
+    // The control plane restarted under load: the sidecars keep serving with what they have, reconnect, and
+    // follow the next change (a third web pod, which the client's sidecar can only learn from the new one).
+    let load = mesh.load(600);
+    std::thread::sleep(Duration::from_millis(200));
+    let out = mesh.podmesh(&["restart", "control-plane"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let seen = load.join().unwrap();
+    assert!(seen.reason == "ok" && seen.statuses.len() == 600, "{seen:?}");
+    let out = mesh.podmesh(&["scale", "deployment/web", "--replicas", "3", "-n", "shop"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_for(|| mesh.pods_of("web").len() == 3 && mesh.pods().iter().all(|p| p["ready"] == true), "3 web pods");
+    wait_for(
+        || curl(&mesh, "shop/client", &vec!["http://web.shop/".to_string(); 30], &[]).served.len() == 3,
+        "the third pod served after the restart",
+    );
+    let node_ip = mesh.pods()[0]["nodeIp"].as_str().unwrap().to_string();
+    let status = mesh.exec("shop/client", &["podmesh", "proxy-status", "--monitoring", &format!("{node_ip}:15014")]);
+    let status = String::from_utf8_lossy(&status.stdout).to_string();
+    assert_eq!(status.lines().filter(|l| l.contains("SYNCED")).count(), 11, "{status}");
 }
 
 fn wait_for(mut done: impl FnMut() -> bool, what: &str) {
@@ -726,4 +784,152 @@ fn up_stops_before_changing_anything() {
     }
     assert!(stderr.contains("nothing was changed") && !state.exists(), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The kubelet's parts that the quickstart does not use: a StatefulSet's pods started one at a time in ordinal
+/// order, each once the one before is ready (OrderedReady), or all at once (Parallel); a headless Service's
+/// publishNotReadyAddresses (per-pod names resolve before the pods are ready); emptyDir volumes, each pod's own,
+/// seen by `exec` as by the container, and removed with the pod.
+#[test]
+fn statefulset_ordering_unready_names_and_empty_dirs() {
+    if !can_run("statefulset_ordering_unready_names_and_empty_dirs") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("pm-up-{}-kubelet-manifests", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let go = dir.join("go");
+    std::fs::create_dir_all(&go).unwrap();
+    // Each pod waits for its own file in `go` before it listens; its probe passes once it listens.
+    let set = |name: &str, policy: &str, publish: bool| {
+        format!(
+            r#"apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: kubelet}}
+spec:
+  clusterIP: None
+  publishNotReadyAddresses: {publish}
+  selector: {{app: {name}}}
+  ports: [{{name: http, port: 8080}}]
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {{name: {name}, namespace: kubelet}}
+spec:
+  serviceName: {name}
+  replicas: 2
+  podManagementPolicy: {policy}
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+      annotations: {{sidecar.podmesh.io/inject: "false"}}
+    spec:
+      containers:
+        - name: app
+          command: ["sh", "-c", "while [ ! -e {go}/$(POD_NAME) ]; do sleep 0.1; done; exec podmesh echo --name $(POD_NAME) --http 8080"]
+          env: [{{name: POD_NAME, valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}}}]
+          ports: [{{name: http, containerPort: 8080}}]
+          readinessProbe: {{tcpSocket: {{port: http}}, periodSeconds: 1}}
+---
+"#,
+            go = go.display()
+        )
+    };
+    let volumes = r#"apiVersion: v1
+kind: Pod
+metadata: {name: scratch-a, namespace: kubelet}
+spec:
+  containers:
+    - name: app
+      command: ["sh", "-c", "echo $(POD_NAME) > /mnt/who && exec sleep infinity"]
+      env: [{name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}]
+      volumeMounts: [{name: scratch, mountPath: /mnt}]
+  volumes: [{name: scratch, emptyDir: {}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: scratch-b, namespace: kubelet}
+spec:
+  containers:
+    - name: app
+      command: ["sh", "-c", "echo $(POD_NAME) > /mnt/who && exec sleep infinity"]
+      env: [{name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}]
+      volumeMounts: [{name: scratch, mountPath: /mnt}]
+  volumes: [{name: scratch, emptyDir: {}}]
+"#;
+    let manifest = dir.join("kubelet.yaml");
+    let text = format!("{}{}{volumes}", set("ordered", "OrderedReady", true), set("parallel", "Parallel", false));
+    std::fs::write(&manifest, text).unwrap();
+    let mesh = Mesh::spawn("kubelet", std::slice::from_ref(&manifest), None);
+    let phase = |pod: &str| -> String {
+        let pods = mesh.pods();
+        let p = pods.iter().find(|p| p["name"] == pod);
+        p.map_or("absent".into(), |p| {
+            format!("{}{}", p["phase"].as_str().unwrap(), if p["ready"] == true { "+ready" } else { "" })
+        })
+    };
+    wait_for(|| phase("scratch-a") == "Running+ready" && phase("parallel-1") == "Running", "the first pods");
+    // OrderedReady: ordered-1 is not even started while ordered-0 is not ready; Parallel: both run at once.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(phase("ordered-0"), "Running");
+    assert_eq!(phase("ordered-1"), "Pending", "ordered-1 started before ordered-0 was ready");
+    assert_eq!((phase("parallel-0"), phase("parallel-1")), ("Running".into(), "Running".into()));
+    // publishNotReadyAddresses: a not-ready pod's own name resolves under the Service that publishes it, and not
+    // under the one that does not.
+    let resolves = |name: &str| mesh.exec("kubelet/scratch-a", &["getent", "hosts", name]).status.success();
+    assert!(resolves("ordered-0.ordered.kubelet.svc.cluster.local"));
+    assert!(!resolves("parallel-0.parallel.kubelet.svc.cluster.local"));
+    std::fs::write(go.join("ordered-0"), "").unwrap();
+    wait_for(|| phase("ordered-0") == "Running+ready" && phase("ordered-1") == "Running", "ordered-1 started");
+    std::fs::write(go.join("ordered-1"), "").unwrap();
+    std::fs::write(go.join("parallel-0"), "").unwrap();
+    std::fs::write(go.join("parallel-1"), "").unwrap();
+    mesh.wait_ready(Duration::from_secs(30));
+    assert!(resolves("parallel-0.parallel.kubelet.svc.cluster.local"), "a ready pod's name resolves");
+
+    // emptyDir: each pod has its own, which exec sees as the container does; the machine's /mnt is untouched.
+    for pod in ["scratch-a", "scratch-b"] {
+        let out = mesh.exec(&format!("kubelet/{pod}"), &["cat", "/mnt/who"]);
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), pod, "{out:?}");
+    }
+    assert!(!std::path::Path::new("/mnt/who").exists(), "the volume leaked onto the machine's /mnt");
+    let volume = mesh.state.join("pods/kubelet/scratch-b/volumes/scratch/who");
+    assert!(volume.exists());
+    // Removed with the pod.
+    let only_b = dir.join("scratch-b.yaml");
+    std::fs::write(&only_b, volumes.split("---\n").nth(1).unwrap()).unwrap();
+    let out = mesh.podmesh(&["delete", "-f", only_b.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    wait_for(|| !volume.exists(), "scratch-b's volume removed");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A crash leaves nothing behind: the mesh's first process killed outright takes every pod, sidecar and network
+/// namespace with it (they live in its PID and network namespaces), and `up` tidies the state directory.
+#[test]
+fn a_crashed_mesh_leaves_nothing_behind() {
+    if !can_run("a_crashed_mesh_leaves_nothing_behind") {
+        return;
+    }
+    let mesh = Mesh::start("crash", &[examples("statefulset-peers")]);
+    let info: Value = serde_json::from_str(&std::fs::read_to_string(mesh.state.join("up.json")).unwrap()).unwrap();
+    let unshare = info["pid"].as_u64().unwrap();
+    // Each thread's children (the runtime starts processes from its worker threads).
+    let children = |pid: u64| -> Vec<u64> {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+        let text: String =
+            tasks.map(|t| std::fs::read_to_string(t.unwrap().path().join("children")).unwrap()).collect();
+        text.split_whitespace().map(|p| p.parse().unwrap()).collect()
+    };
+    let first = children(unshare)[0];
+    // Its children: each pod's sidecar and application (3 each).
+    let pods = children(first);
+    assert!(pods.len() >= 6, "{pods:?}");
+    assert!(Command::new("kill").args(["-KILL", &first.to_string()]).status().unwrap().success());
+    let alive = |pid: &u64| std::path::Path::new(&format!("/proc/{pid}")).exists();
+    wait_for(|| !pods.iter().any(alive) && !alive(&first) && !alive(&unshare), "every process of the mesh gone");
+    wait_for(|| !mesh.state.join("pods").exists() && !mesh.state.join("up.sock").exists(), "the state tidied");
+    // The host has none of the mesh's network.
+    let links = Command::new("ip").args(["-o", "link"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&links.stdout).contains("podmesh0"));
 }

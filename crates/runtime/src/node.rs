@@ -232,10 +232,19 @@ impl Node {
         netns_name(pod)
     }
 
-    /// The files bind-mounted over the machine's in a pod's processes (`podmesh exec` uses the same).
-    pub fn pod_files(&self, pod: &ObjectKey) -> Vec<(PathBuf, PathBuf)> {
-        let dir = self.pod_dir(pod);
-        vec![(dir.join("resolv.conf"), "/etc/resolv.conf".into()), (dir.join("hosts"), "/etc/hosts".into())]
+    /// What a process run in a pod's container sees over the machine's files (`podmesh exec`): the same as the
+    /// container's own processes. `container`: the pod's first when None.
+    pub fn container_files(&self, pod: &ObjectKey, container: Option<&str>) -> Result<Vec<(PathBuf, PathBuf)>, String> {
+        let running = self.pods.get(pod).ok_or_else(|| format!("pod {pod} is not running"))?;
+        let c = match container {
+            None => running.pod.containers.first(),
+            Some(name) => running.pod.containers.iter().find(|c| c.name == name),
+        };
+        let c = c.ok_or_else(|| {
+            let names: Vec<&str> = running.pod.containers.iter().map(|c| c.name.as_str()).collect();
+            format!("pod {pod} has no container {:?} (containers: {})", container.unwrap_or(""), names.join(", "))
+        })?;
+        container_files(&self.pod_dir(pod), c)
     }
 
     fn predecessors_ready(&self, cluster: &Cluster, set: &ObjectKey, pod: &Pod) -> bool {
@@ -723,27 +732,34 @@ impl PodContext {
         })
     }
 
-    /// The files bind-mounted for container `i`: the pod's resolver files, and its emptyDir volumes at their
-    /// mount paths (which must exist on the machine: containers run on its filesystem, and podmesh makes nothing
-    /// outside its state directory).
+    /// The files bind-mounted for container `i`.
     fn mounts(&self, i: usize, dir: &Path) -> Result<Vec<(PathBuf, PathBuf)>, String> {
-        let mut files =
-            vec![(dir.join("resolv.conf"), "/etc/resolv.conf".into()), (dir.join("hosts"), "/etc/hosts".into())];
-        let Some(container) = self.pod.containers.get(i) else { return Ok(files) };
-        for mount in &container.mounts {
-            let target = PathBuf::from(&mount.path);
-            if !target.is_dir() {
-                return Err(format!(
-                    "emptyDir {:?}: mountPath {} is not a directory on this machine; podmesh runs containers on the \
-                     machine's filesystem and creates nothing outside its state directory: use an existing \
-                     directory (e.g. /tmp or /mnt)",
-                    mount.volume, mount.path
-                ));
-            }
-            files.push((dir.join("volumes").join(&mount.volume), target));
+        match self.pod.containers.get(i) {
+            Some(container) => container_files(dir, container),
+            None => Ok(Vec::new()),
         }
-        Ok(files)
     }
+}
+
+/// What a container's processes see over the machine's files: the pod's resolver files, and its emptyDir volumes
+/// at their mount paths (which must exist on the machine: containers run on its filesystem, and podmesh makes
+/// nothing outside its state directory).
+fn container_files(dir: &Path, container: &podmesh_model::Container) -> Result<Vec<(PathBuf, PathBuf)>, String> {
+    let mut files =
+        vec![(dir.join("resolv.conf"), "/etc/resolv.conf".into()), (dir.join("hosts"), "/etc/hosts".into())];
+    for mount in &container.mounts {
+        let target = PathBuf::from(&mount.path);
+        if !target.is_dir() {
+            return Err(format!(
+                "emptyDir {:?}: mountPath {} is not a directory on this machine; podmesh runs containers on the \
+                 machine's filesystem and creates nothing outside its state directory: use an existing directory \
+                 (e.g. /tmp or /mnt)",
+                mount.volume, mount.path
+            ));
+        }
+        files.push((dir.join("volumes").join(&mount.volume), target));
+    }
+    Ok(files)
 }
 
 async fn join_all(tasks: Vec<JoinHandle<()>>, bound: Duration) {

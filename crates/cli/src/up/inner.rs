@@ -59,29 +59,18 @@ async fn run_async(files: &[PathBuf], state: &Path) -> Result<()> {
     let gateway = net.gateway();
 
     let control_dir = state.join("control");
-    let authority = Authority::open(&control_dir, &mesh.trust_domain, Duration::from_secs(24 * 3600))?;
-    let control = Control::new(cluster.clone(), "podmesh up".into(), authority).map_err(|e| anyhow!(e))?;
-    let shared = Arc::clone(&control.shared);
     let grpc_addr = SocketAddr::new(gateway, 15012);
-    let grpc = tokio::net::TcpListener::bind(grpc_addr).await.with_context(|| format!("binding {grpc_addr}"))?;
-    let monitoring = tokio::net::TcpListener::bind("127.0.0.1:15014").await.context("binding 127.0.0.1:15014")?;
-    let stop = tokio_util::sync::CancellationToken::new();
-    let serving = {
-        let (control, stop) = (control.clone(), stop.clone());
-        tokio::spawn(async move { control.serve(grpc, Some(monitoring), Never, stop.cancelled_owned()).await })
-    };
+    let control = ControlPlane::start(&cluster, &control_dir, gateway, "podmesh up").await?;
+    let current = Arc::new(std::sync::RwLock::new(Arc::clone(&control.shared)));
 
     // The cluster DNS on the node's address, over UDP and TCP.
     let records: Arc<dyn Records> =
-        Arc::new(IndexRecords { shared: Arc::clone(&shared), domain: mesh.cluster_domain.clone() });
+        Arc::new(IndexRecords { current: Arc::clone(&current), domain: mesh.cluster_domain.clone() });
     let dns_addr = SocketAddr::new(gateway, 53);
     let udp = tokio::net::UdpSocket::bind(dns_addr).await.with_context(|| format!("binding DNS on {dns_addr}"))?;
     let tcp = tokio::net::TcpListener::bind(dns_addr).await.with_context(|| format!("binding DNS on {dns_addr}"))?;
     tokio::spawn(dns::serve(udp, Arc::clone(&records)));
     tokio::spawn(dns::serve_tcp(tcp, records));
-
-    // The node's Service NAT, made again for each generation.
-    tokio::spawn(follow_nat(Arc::clone(&shared)));
 
     let exe = std::env::current_exe().context("finding the podmesh binary")?;
     let path = match (exe.parent(), std::env::var("PATH")) {
@@ -105,8 +94,9 @@ async fn run_async(files: &[PathBuf], state: &Path) -> Result<()> {
         termination_delay: Duration::from_secs(1),
         backoff: Backoff::KUBELET,
     };
+    // Tokens are made with the CA's key, which a restarted control plane reads again from the same directory.
     let tokens = {
-        let shared = Arc::clone(&shared);
+        let shared = Arc::clone(&control.shared);
         Arc::new(move |pod: &ObjectKey| shared.authority.token(pod))
     };
     let (events_tx, mut events) = mpsc::unbounded_channel();
@@ -118,7 +108,19 @@ async fn run_async(files: &[PathBuf], state: &Path) -> Result<()> {
     let listener = UnixListener::bind(&socket).with_context(|| format!("binding {}", socket.display()))?;
     tokio::spawn(accept(listener, requests_tx));
 
-    let mut mesh = Mesh { store, cluster, shared, gateway, ready: BTreeMap::new(), announced: false, started };
+    let shared = Arc::clone(&control.shared);
+    let mut mesh = Mesh {
+        store,
+        cluster,
+        shared,
+        control,
+        current,
+        control_dir,
+        gateway,
+        ready: BTreeMap::new(),
+        announced: false,
+        started,
+    };
     mesh.progress(&node);
     node.reconcile(&mesh.cluster);
     let mut down: Option<oneshot::Sender<Response>> = None;
@@ -144,8 +146,7 @@ async fn run_async(files: &[PathBuf], state: &Path) -> Result<()> {
     eprintln!("[{:7.1}s] stopping {} pod(s)", started.elapsed().as_secs_f64(), mesh.cluster.pods.len());
     node.shutdown().await;
     eprintln!("[{:7.1}s] every pod stopped", started.elapsed().as_secs_f64());
-    stop.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(5), serving).await;
+    mesh.control.stop().await;
     let _ = std::fs::remove_file(&socket);
     if let Some(reply) = down {
         let _ = reply.send(Response::ok(serde_json::Value::Null));
@@ -162,6 +163,10 @@ struct Mesh {
     /// The cluster as last applied, with the node's readiness.
     cluster: Cluster,
     shared: Arc<Shared>,
+    control: ControlPlane,
+    /// The control plane being served, as the DNS reads it.
+    current: Arc<std::sync::RwLock<Arc<Shared>>>,
+    control_dir: PathBuf,
     /// The node's address on the pod network.
     gateway: IpAddr,
     /// Each running pod's readiness as the node last said.
@@ -229,6 +234,10 @@ impl Mesh {
                     Err(e) => Err(e),
                 }
             }
+            Request::Files { namespace, name, container } => node
+                .container_files(&ObjectKey::new(namespace, name), container.as_deref())
+                .map(|files| serde_json::json!(files)),
+            Request::RestartControlPlane => self.restart_control().await.map(|g| serde_json::json!(g)),
             Request::Down => Ok(serde_json::Value::Null),
         };
         match result {
@@ -251,6 +260,21 @@ impl Mesh {
         self.cluster = cluster;
         self.announced = self.cluster.pods.values().all(|p| p.ready);
         Ok(())
+    }
+
+    /// Stops the control plane (every sidecar's stream and certificate connection is cut; they keep serving with
+    /// what they have) and starts a new one from the applied manifests and the same CA directory, as a restarted
+    /// istiod starts from the API server. Returns its generation.
+    async fn restart_control(&mut self) -> Result<u64, String> {
+        self.control.stop().await;
+        let next = ControlPlane::start(&self.cluster, &self.control_dir, self.gateway, "podmesh up: restarted")
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        self.shared = Arc::clone(&next.shared);
+        *self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::clone(&next.shared);
+        self.control = next;
+        eprintln!("[{:7.1}s] control plane restarted", self.started.elapsed().as_secs_f64());
+        Ok(self.shared.current().generation)
     }
 
     fn status(&self, node: &Node) -> Status {
@@ -373,19 +397,65 @@ impl podmesh_control::Source for Never {
     }
 }
 
+/// The control plane in process: its gRPC (xDS and CA) and monitoring listeners on the node's address, and the
+/// node's Service NAT following its generations.
+struct ControlPlane {
+    shared: Arc<Shared>,
+    stop: tokio_util::sync::CancellationToken,
+    serving: tokio::task::JoinHandle<Result<(), String>>,
+    nat: tokio::task::JoinHandle<()>,
+}
+
+impl ControlPlane {
+    async fn start(cluster: &Cluster, dir: &Path, gateway: IpAddr, cause: &str) -> Result<ControlPlane> {
+        let ttl = Duration::from_secs(24 * 3600);
+        let authority = Authority::open(dir, &cluster.mesh.trust_domain, ttl)?;
+        let control = Control::new(cluster.clone(), cause.into(), authority).map_err(|e| anyhow!(e))?;
+        let grpc_addr = SocketAddr::new(gateway, 15012);
+        let grpc = tokio::net::TcpListener::bind(grpc_addr).await.with_context(|| format!("binding {grpc_addr}"))?;
+        // Monitoring on the node's address, as istiod's 15014 is reachable in a cluster: `podmesh proxy-status
+        // --monitoring 10.244.0.1:15014` from a pod shows every sidecar's sync state.
+        let monitoring_addr = SocketAddr::new(gateway, 15014);
+        let monitoring = tokio::net::TcpListener::bind(monitoring_addr)
+            .await
+            .with_context(|| format!("binding {monitoring_addr}"))?;
+        let stop = tokio_util::sync::CancellationToken::new();
+        let serving = {
+            let (control, stop) = (control.clone(), stop.clone());
+            tokio::spawn(async move { control.serve(grpc, Some(monitoring), Never, stop.cancelled_owned()).await })
+        };
+        // The node's Service NAT, made again for each generation.
+        let nat = tokio::spawn(follow_nat(Arc::clone(&control.shared)));
+        Ok(ControlPlane { shared: control.shared, stop, serving, nat })
+    }
+
+    async fn stop(&mut self) {
+        self.stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.serving).await;
+        self.serving.abort();
+        self.nat.abort();
+    }
+}
+
 /// The cluster DNS's view of the control plane's index.
 struct IndexRecords {
-    shared: Arc<Shared>,
+    current: Arc<std::sync::RwLock<Arc<Shared>>>,
     domain: String,
+}
+
+impl IndexRecords {
+    fn shared(&self) -> Arc<Shared> {
+        Arc::clone(&self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
 }
 
 impl Records for IndexRecords {
     fn addresses(&self, name: &str) -> Option<Vec<IpAddr>> {
-        Records::addresses(&*self.shared.index.read(), name)
+        Records::addresses(&*self.shared().index.read(), name)
     }
 
     fn services(&self, name: &str) -> Option<Vec<Srv>> {
-        Records::services(&*self.shared.index.read(), name)
+        Records::services(&*self.shared().index.read(), name)
     }
 
     fn domain(&self) -> &str {

@@ -88,6 +88,9 @@ pub struct GetArgs {
 pub struct ExecArgs {
     /// NAMESPACE/POD.
     pod: String,
+    /// The container whose files (emptyDir volumes) the command sees; default: the pod's first.
+    #[arg(short = 'c', long)]
+    container: Option<String>,
     /// The command and its arguments (after `--`).
     #[arg(last = true, required = true)]
     command: Vec<String>,
@@ -335,6 +338,30 @@ pub fn scale(a: ScaleArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Restartable {
+    /// The control plane: every sidecar's connection to it is cut, and a new one starts from the applied
+    /// manifests (what a restart of istiod does).
+    ControlPlane,
+}
+
+#[derive(Args, Debug)]
+pub struct RestartArgs {
+    what: Restartable,
+    #[command(flatten)]
+    state: StateArg,
+}
+
+pub fn restart(a: RestartArgs) -> Result<ExitCode> {
+    match a.what {
+        Restartable::ControlPlane => {
+            let generation = call(&a.state.state, &Request::RestartControlPlane, Duration::from_secs(60))?;
+            println!("control plane restarted (generation {generation}); the sidecars reconnect");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn down(a: StateArg) -> Result<ExitCode> {
     let state = &a.state;
     match call(state, &Request::Down, Duration::from_secs(120)) {
@@ -452,8 +479,12 @@ pub fn exec(a: ExecArgs) -> Result<ExitCode> {
     let state = a.state.state.canonicalize().unwrap_or(a.state.state.clone());
     let key = running_pod(&state, &a.pod)?;
     let info = up_info(&state)?;
-    let dir = state.join("pods").join(&*key.namespace).join(&*key.name);
-    let files = vec![(dir.join("resolv.conf"), "/etc/resolv.conf".into()), (dir.join("hosts"), "/etc/hosts".into())];
+    let request = Request::Files {
+        namespace: key.namespace.to_string(),
+        name: key.name.to_string(),
+        container: a.container.clone(),
+    };
+    let files: Vec<(PathBuf, PathBuf)> = serde_json::from_value(call(&state, &request, Duration::from_secs(30))?)?;
     let argv = Network::argv_with_files(&Node::netns(&key), &files, &a.command);
     // The mesh's first process (unshare's child): its PID namespace is the pods' (and its /proc is mounted).
     let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", info.pid)).unwrap_or_default();

@@ -31,6 +31,14 @@ pub enum Request {
         name: String,
         replicas: u32,
     },
+    /// What a command run in a pod's container sees over the machine's files: `[source, target]` pairs.
+    Files {
+        namespace: String,
+        name: String,
+        container: Option<String>,
+    },
+    /// Stop the control plane and start a new one (the sidecars reconnect).
+    RestartControlPlane,
     /// Stop every pod and end the mesh.
     Down,
 }
