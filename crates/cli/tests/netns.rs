@@ -309,10 +309,11 @@ fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_default()
 }
 
-/// curl's exit codes for a connection reset: while receiving (56), before any reply (52), or so soon after the
+/// curl's exit codes for a connection reset: while receiving (56), before any reply (52), while still sending the
+/// request (55: the reset came first, as a refusal at accept can on a loaded machine), or so soon after the
 /// handshake that curl still counts it as the connect failing (7).
 fn is_reset(code: i32) -> bool {
-    matches!(code, 7 | 52 | 56)
+    matches!(code, 7 | 52 | 55 | 56)
 }
 
 fn pods_in(bodies: &str) -> BTreeMap<String, usize> {

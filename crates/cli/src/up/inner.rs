@@ -202,9 +202,10 @@ impl Mesh {
         let ready = self.cluster.pods.values().filter(|p| p.ready).count();
         if !self.announced && ready == total {
             self.announced = true;
-            let running = node.statuses().len();
+            eprint!("{}", super::pods_table(&self.status(node), None, true));
             eprintln!(
-                "podmesh up: all {total} pod(s) ready ({running} running) in {:.1} s",
+                "podmesh up: all {total} pod(s) ready in {:.1} s; changes are shown as they happen (Ctrl-C stops the \
+                 mesh)",
                 self.started.elapsed().as_secs_f64()
             );
         }
@@ -297,10 +298,8 @@ impl Mesh {
                     phase: status.map_or("Pending".into(), |s| format!("{:?}", s.phase)),
                     restarts: status.map_or(0, |s| s.containers.iter().map(|c| c.restarts).sum()),
                     sidecar: p.sidecar,
-                    containers: status.map_or(
-                        serde_json::Value::Null,
-                        |s| serde_json::json!({ "sidecar": s.sidecar, "containers": s.containers }),
-                    ),
+                    sidecar_status: status.and_then(|s| serde_json::to_value(&s.sidecar).ok()).unwrap_or_default(),
+                    containers: status.and_then(|s| serde_json::to_value(&s.containers).ok()).unwrap_or_default(),
                     message: status.and_then(|s| {
                         s.message.clone().or_else(|| s.containers.iter().find_map(|c| c.message.clone()))
                     }),

@@ -391,23 +391,23 @@ pub fn get(a: GetArgs) -> Result<ExitCode> {
     match (a.what, a.output) {
         (Resource::Pods, GetOutput::Json) => {
             let pods: Vec<_> = status.pods.iter().filter(|p| keep(&p.namespace)).collect();
-            println!("{}", serde_json::to_string_pretty(&pods)?);
+            out(&format!("{}\n", serde_json::to_string_pretty(&pods)?))?;
         }
         (Resource::Services, GetOutput::Json) => {
             let svcs: Vec<_> = status.services.iter().filter(|s| keep(&s.namespace)).collect();
-            println!("{}", serde_json::to_string_pretty(&svcs)?);
+            out(&format!("{}\n", serde_json::to_string_pretty(&svcs)?))?;
         }
         (Resource::Endpoints, GetOutput::Json) => {
             let eps: Vec<_> = status.endpoints.iter().filter(|e| keep(&e.namespace)).collect();
-            println!("{}", serde_json::to_string_pretty(&eps)?);
+            out(&format!("{}\n", serde_json::to_string_pretty(&eps)?))?;
         }
-        (Resource::Pods, out) => print!("{}", pods_table(&status, ns, out == GetOutput::Wide)),
+        (Resource::Pods, o) => out(&pods_table(&status, ns, o == GetOutput::Wide))?,
         (Resource::Services, _) => {
             let mut rows = vec![vec!["NAMESPACE".to_string(), "NAME".into(), "CLUSTER-IP".into(), "PORTS".into()]];
             for s in status.services.iter().filter(|s| keep(&s.namespace)) {
                 rows.push(vec![s.namespace.clone(), s.name.clone(), s.cluster_ip.clone(), s.ports.join(",")]);
             }
-            print!("{}", table(&rows));
+            out(&table(&rows))?;
         }
         (Resource::Endpoints, _) => {
             let mut rows = vec![vec!["NAMESPACE".to_string(), "NAME".into(), "ENDPOINTS".into(), "NOT READY".into()]];
@@ -415,13 +415,22 @@ pub fn get(a: GetArgs) -> Result<ExitCode> {
                 let list = |v: &[String]| if v.is_empty() { "<none>".to_string() } else { v.join(",") };
                 rows.push(vec![e.namespace.clone(), e.name.clone(), list(&e.ready), list(&e.not_ready)]);
             }
-            print!("{}", table(&rows));
+            out(&table(&rows))?;
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn pods_table(status: &Status, ns: Option<&str>, wide: bool) -> String {
+/// Writes to stdout; a reader that went away (`| head`) is not an error.
+fn out(text: &str) -> Result<()> {
+    use std::io::Write as _;
+    match std::io::stdout().write_all(text.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+pub(super) fn pods_table(status: &Status, ns: Option<&str>, wide: bool) -> String {
     let mut head = vec!["NAMESPACE".to_string(), "NAME".into(), "READY".into(), "STATUS".into(), "RESTARTS".into()];
     if wide {
         head.extend(["IP".into(), "NODE".into(), "SIDECAR".into(), "MESSAGE".into()]);
@@ -526,7 +535,6 @@ pub fn logs(a: LogsArgs) -> Result<ExitCode> {
     let text = std::fs::read(&path).with_context(|| {
         format!("pod {key} has no container {name:?} (containers: {}, and sidecar)", containers.join(", "))
     })?;
-    use std::io::Write as _;
-    std::io::stdout().write_all(&text)?;
+    out(&String::from_utf8_lossy(&text))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -91,8 +91,13 @@ pub struct PodRow {
     pub ready: bool,
     pub phase: String,
     pub restarts: u32,
-    /// "meshed" (with a sidecar) or "plain".
+    /// Whether the pod has a sidecar (meshed) or not (plain).
     pub sidecar: bool,
+    /// The sidecar's readiness and restarts (null for a plain pod).
+    #[serde(default)]
+    pub sidecar_status: serde_json::Value,
+    /// Each container: name, state (waiting, running, terminated), ready, restarts, lastExitCode, message.
+    #[serde(default)]
     pub containers: serde_json::Value,
     #[serde(default)]
     pub message: Option<String>,
