@@ -32,6 +32,19 @@ fn is_root() -> bool {
 }
 
 fn can_run(test: &str) -> bool {
+    // The clients run in the pods are the machine's own: say which is missing rather than fail on it later.
+    let missing: Vec<&str> =
+        [("curl", "curl"), ("nghttp", "nghttp2-client"), ("python3", "python3"), ("pkill", "procps")]
+            .into_iter()
+            .filter(|(tool, _)| {
+                !Command::new("sh")
+                    .args(["-c", &format!("command -v {tool}")])
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+            })
+            .map(|(_, package)| package)
+            .collect();
+    assert!(missing.is_empty(), "{test} needs these packages: apt-get install -y {}", missing.join(" "));
     if is_root()
         || Command::new("unshare").args(["--user", "--map-root-user", "true"]).status().is_ok_and(|s| s.success())
     {
@@ -102,6 +115,8 @@ impl Mesh {
         for f in files {
             cmd.arg("-f").arg(f);
         }
+        // A process group of its own, as a terminal gives a foreground command (Ctrl-C signals the whole group).
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let up = cmd.stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log).spawn().unwrap();
         Mesh { state, up, files: files.to_vec(), bin, user }
     }
@@ -932,4 +947,35 @@ fn a_crashed_mesh_leaves_nothing_behind() {
     // The host has none of the mesh's network.
     let links = Command::new("ip").args(["-o", "link"]).output().unwrap();
     assert!(!String::from_utf8_lossy(&links.stdout).contains("podmesh0"));
+}
+
+/// Ctrl-C on a foreground `up` (SIGINT to its whole process group, as a terminal sends it) stops every pod, and
+/// `up` exits once the mesh is gone, leaving nothing in its state directory but the CA.
+#[test]
+fn ctrl_c_stops_the_mesh_and_leaves_nothing_behind() {
+    if !can_run("ctrl_c_stops_the_mesh_and_leaves_nothing_behind") {
+        return;
+    }
+    let mut mesh = Mesh::start("ctrl-c", &[examples("statefulset-peers")]);
+    let pgid = mesh.up.id();
+    assert!(Command::new("kill").args(["-INT", "--", &format!("-{pgid}")]).status().unwrap().success());
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = mesh.up.try_wait().unwrap() {
+            break status;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "up did not end after Ctrl-C: {}", mesh.up_log());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status:?}: {}", mesh.up_log());
+    assert!(mesh.up_log().contains("every pod stopped"), "{}", mesh.up_log());
+    let left: Vec<String> = std::fs::read_dir(&mesh.state)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !["control", "bin", "test-up.log"].contains(&n.as_str()))
+        .collect();
+    assert!(left.is_empty(), "left in the state directory: {left:?}");
+    let state = mesh.state.to_str().unwrap().to_string();
+    let out = Command::new("pgrep").args(["-f", &state]).output().unwrap();
+    assert!(out.stdout.is_empty(), "processes left: {}", String::from_utf8_lossy(&out.stdout));
 }
