@@ -53,6 +53,10 @@ impl Network {
         run(Command::new("mount").args(["-t", "tmpfs", "podmesh-netns", "/run/netns"]))?;
         iproute(&["link", "set", "lo", "up"])?;
         iproute(&["link", "add", bridge, "type", "bridge"])?;
+        // A bridge takes the lowest MAC address of its ports unless it has one of its own: each pod added could
+        // change it under the pods that have the gateway's address cached (for up to half a minute), and their
+        // replies would go astray. A fixed, locally administered address (as CNI bridges set) keeps it.
+        iproute(&["link", "set", bridge, "address", "02:70:6d:00:00:01"])?;
         iproute(&with_nodad(&["addr", "add", &format!("{gateway}/{}", cidr.prefix_len()), "dev", bridge], gateway))?;
         iproute(&["link", "set", bridge, "up"])?;
         // The node forwards between pods (every pod's traffic comes to it), without telling them to go round it.

@@ -570,7 +570,7 @@ impl PodContext {
                 let Some(cs) = s.containers.get_mut(i) else { return };
                 if cs.state == "running" {
                     cs.ready = ready;
-                    cs.message = (!ready).then_some(message);
+                    cs.message = (!message.is_empty()).then_some(message);
                 }
             }
         }
@@ -604,14 +604,23 @@ impl PodContext {
                 cmd
             };
             let target = Target { ip: pod.ip, source: Some(source), pod: &pod, exec: &exec };
-            probe::run(&probe, &target, |ready, outcome| {
-                let message = match outcome {
+            // As `probe::run`, and every failure is said too (`get pods -o wide` shows why a pod is not ready).
+            tokio::time::sleep(probe.initial_delay).await;
+            let mut ticks = tokio::time::interval(probe.period.max(Duration::from_millis(1)));
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut readiness = probe::Readiness::new(probe.success_threshold, probe.failure_threshold);
+            loop {
+                ticks.tick().await;
+                let outcome = probe::check(&probe.action, &target, probe.timeout).await;
+                let changed = readiness.observe(&outcome);
+                let message = match &outcome {
                     Outcome::Success => String::new(),
                     Outcome::Failure(why) => format!("readiness probe failed: {why}"),
                 };
-                let _ = tx.send(PodSignal::Probe(i, ready, message));
-            })
-            .await;
+                if changed.is_some() || matches!(outcome, Outcome::Failure(_)) {
+                    let _ = tx.send(PodSignal::Probe(i, readiness.ready(), message));
+                }
+            }
         })
     }
 

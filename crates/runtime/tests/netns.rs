@@ -83,6 +83,13 @@ fn pods_reach_each_other_and_the_node_over_the_bridge_and_a_removed_pod_is_gone(
     assert!(show(&["-n", "a", "link", "show", "lo"]).contains("UP"));
     assert!(show(&["-n", "a", "route", "show", "default"]).contains("default via 10.244.0.1 dev eth0"));
     assert!(show(&["-n", "a", "route", "get", "10.244.0.11"]).contains("via 10.244.0.1 dev eth0"));
+    // The bridge keeps its own MAC address as pods join (it would otherwise take its lowest port's, and pods that
+    // cached the gateway's would send to the old one).
+    assert!(
+        show(&["link", "show", "pm0"]).contains("link/ether 02:70:6d:00:00:01"),
+        "{}",
+        show(&["link", "show", "pm0"])
+    );
 
     // The pod's own resolver configuration and hosts file, over the machine's, for the pod's processes only.
     let files = std::env::temp_dir().join(format!("podmesh-runtime-files-{}", std::process::id()));
