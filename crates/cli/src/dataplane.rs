@@ -12,6 +12,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use podmesh_identity::Ca;
 use podmesh_proxy::capture::{self, Exclude, Family};
 use podmesh_proxy::net::bind_wildcards;
+use podmesh_proxy::probe::AppProbes;
 use podmesh_proxy::{
     AccessLog, AppMetrics, ConfigHandle, ControlOptions, ControlSource, Dialer, FilePaths, FileSource, Intake, OrigDst,
     Proxy, Tls, Update,
@@ -29,12 +30,13 @@ pub struct ProxyArgs {
     key: Option<PathBuf>,
     #[arg(long, value_name = "FILE")]
     roots: Option<PathBuf>,
-    /// Instead of the files: the control plane's gRPC address (`podmesh control --listen`). The sidecar gets its
+    /// Instead of the files: the control plane's gRPC address (`podmesh control --listen`), an IP or a DNS name with
+    /// its port (in a cluster, `podmesh-control.podmesh-system.svc:15012`, resolved at each connection). The sidecar gets its
     /// certificate from the control plane's CA with the pod's bootstrap token, then its config over xDS, and
     /// follows both.
     #[arg(long, value_name = "ADDR", conflicts_with_all = ["config", "cert", "key", "roots"],
           requires_all = ["token_file", "control_roots"])]
-    control: Option<SocketAddr>,
+    control: Option<podmesh_proxy::ControlAddress>,
     /// The pod's bootstrap token (a file holding what `podmesh token` prints).
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
@@ -73,6 +75,13 @@ pub struct ProxyArgs {
     /// Their path (`prometheus.io/path`).
     #[arg(long, value_name = "PATH", default_value = "/metrics", requires = "app_metrics_port")]
     app_metrics_path: String,
+    /// The application's kubelet probes, as the injector rewrote them to 15020 `/app-health/<container>/readyz`
+    /// (`livez`, `startupz`): a JSON object of rewritten path to the original probe, in Istio's
+    /// `ISTIO_KUBE_APP_PROBERS` format (`{"/app-health/web/readyz":{"httpGet":{"path":"/ready","port":8080},
+    /// "timeoutSeconds":1}}`, or `tcpSocket`). Under STRICT the kubelet's plaintext probe of the application would be
+    /// refused, so the sidecar performs it over loopback and answers for it.
+    #[arg(long, value_name = "JSON", env = "PODMESH_APP_PROBES")]
+    app_probes: Option<String>,
     /// SO_MARK on every connection the proxy opens, which the capture rules exclude. 0: no mark (the proxy
     /// runs under its own uid instead).
     #[arg(long, default_value_t = capture::DEFAULT_MARK)]
@@ -124,6 +133,26 @@ pub struct CaptureArgs {
     /// (`podmesh up` gives them 169.254.7.127, as Istio's ambient mode does). Repeatable.
     #[arg(long, value_name = "IP")]
     inbound_bypass: Vec<std::net::IpAddr>,
+    // The traffic options below take the values of Istio's `traffic.sidecar.istio.io/*` pod annotations as they
+    // are (comma-separated), so `podmesh inject` passes them through; a bad item is refused here, by name.
+    /// Inbound TCP to these destination ports reaches the application uncaptured, e.g. `8081,9000`
+    /// (excludeInboundPorts).
+    #[arg(long, value_name = "PORTS", default_value = "")]
+    exclude_inbound_ports: capture::List<u16>,
+    /// Capture inbound TCP only to these destination ports: `*` all, `''` none, or a list (includeInboundPorts).
+    /// The sidecar's own ports are never captured.
+    #[arg(long, value_name = "PORTS", default_value = "*")]
+    include_inbound_ports: capture::Include<u16>,
+    /// Outbound TCP to these destination ports leaves uncaptured, e.g. `5432` (excludeOutboundPorts).
+    #[arg(long, value_name = "PORTS", default_value = "")]
+    exclude_outbound_ports: capture::List<u16>,
+    /// Outbound TCP to these destinations leaves uncaptured, e.g. `10.0.0.0/8,169.254.169.254/32`
+    /// (excludeOutboundIPRanges). Each family's rules take their own ranges.
+    #[arg(long, value_name = "CIDRS", default_value = "")]
+    exclude_outbound_ip_ranges: capture::List<capture::Cidr>,
+    /// Capture outbound TCP only to these destinations: `*` all, `''` none, or CIDRs (includeOutboundIPRanges).
+    #[arg(long, value_name = "CIDRS", default_value = "*")]
+    include_outbound_ip_ranges: capture::Include<capture::Cidr>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -199,9 +228,9 @@ async fn open_source(
     dialer: &Dialer,
 ) -> Result<(Source, podmesh_compute::ProxyConfig, podmesh_identity::Credentials)> {
     let read = |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
-    if let (Some(address), Some(token), Some(roots)) = (a.control, &a.token_file, &a.control_roots) {
+    if let (Some(address), Some(token), Some(roots)) = (&a.control, &a.token_file, &a.control_roots) {
         let opts = ControlOptions {
-            address,
+            address: address.clone(),
             token: read(token)?.trim().to_string(),
             roots_pem: read(roots)?,
             control_identity: podmesh_control::control_identity(&a.trust_domain),
@@ -226,6 +255,11 @@ pub fn proxy(a: ProxyArgs) -> Result<ExitCode> {
 }
 
 async fn run_proxy(a: ProxyArgs) -> Result<ExitCode> {
+    // Before joining the mesh: a bad value is the injector's mistake, said at once whatever else is right.
+    let app_probes = match &a.app_probes {
+        Some(json) => AppProbes::parse(json).map_err(|e| anyhow!("--app-probes (PODMESH_APP_PROBES): {e}"))?,
+        None => AppProbes::default(),
+    };
     // Every connection the proxy opens carries the mark its capture rules exclude, the control plane's too.
     let dialer = if a.mark == 0 { Dialer::default() } else { Dialer::default().with_mark(a.mark) };
     let (source, config, creds) = open_source(&a, &dialer).await?;
@@ -238,13 +272,15 @@ async fn run_proxy(a: ProxyArgs) -> Result<ExitCode> {
         );
     }
     let summary = format!(
-        "sidecar of {} ({}), identity {}: {} inbound port(s), {} outbound listener(s), {} direct pod(s)",
+        "sidecar of {} ({}), identity {}: {} inbound port(s), {} outbound listener(s), {} direct pod(s), {} app \
+         probe(s)",
         config.workload.pod,
         config.workload.ip,
         creds.identity().as_str(),
         config.inbound.ports.len(),
         config.outbound.listeners.len(),
-        config.outbound.pods.len()
+        config.outbound.pods.len(),
+        app_probes.len()
     );
     if a.check {
         println!("ok: {summary}");
@@ -268,7 +304,7 @@ async fn run_proxy(a: ProxyArgs) -> Result<ExitCode> {
             tasks.push(proxy.serve_inbound(l, OrigDst::Socket));
         }
         for l in bind(a.stats)? {
-            tasks.push(podmesh_proxy::serve_stats(&proxy, l, app_metrics.clone()));
+            tasks.push(podmesh_proxy::serve_stats(&proxy, l, app_metrics.clone(), app_probes.clone()));
         }
         for l in bind(a.readiness)? {
             tasks.push(podmesh_proxy::serve_readiness(&proxy, l));
@@ -316,16 +352,27 @@ pub async fn shutdown_signal() {
 }
 
 pub fn capture(c: CaptureCommand) -> Result<ExitCode> {
-    let exclude = |a: &CaptureArgs| a.uid.map_or(Exclude::Mark(a.mark), Exclude::Uid);
+    let options = |a: CaptureArgs| capture::CaptureOptions {
+        exclude: a.uid.map_or(Exclude::Mark(a.mark), Exclude::Uid),
+        inbound_bypass: a.inbound_bypass,
+        include_inbound_ports: a.include_inbound_ports,
+        exclude_inbound_ports: a.exclude_inbound_ports.0,
+        exclude_outbound_ports: a.exclude_outbound_ports.0,
+        include_outbound_ip_ranges: a.include_outbound_ip_ranges,
+        exclude_outbound_ip_ranges: a.exclude_outbound_ip_ranges.0,
+    };
     match c {
         CaptureCommand::Print(a) => {
-            print!("{}", capture::rules(Family::V4, exclude(&a), &a.inbound_bypass));
-            if a.ipv6 {
-                print!("{}", capture::rules(Family::V6, exclude(&a), &a.inbound_bypass));
+            let ipv6 = a.ipv6;
+            let opts = options(a);
+            print!("{}", capture::rules(Family::V4, &opts));
+            if ipv6 {
+                print!("{}", capture::rules(Family::V6, &opts));
             }
         }
         CaptureCommand::Install(a) => {
-            capture::install(exclude(&a), &a.inbound_bypass, a.ipv6)?;
+            let ipv6 = a.ipv6;
+            capture::install(&options(a), ipv6)?;
             eprintln!("podmesh capture: rules installed (outbound TCP -> 15001, inbound TCP -> 15006)");
         }
     }

@@ -16,6 +16,7 @@ use podmesh_route::explain::{Query, explain};
 mod bench;
 mod control;
 mod dataplane;
+mod inject;
 mod table;
 mod up;
 
@@ -95,6 +96,9 @@ enum Command {
     Token(control::TokenArgs),
     /// Every sidecar connected to the control plane, with its config generation, sync state and last NACK.
     ProxyStatus(control::ProxyStatusArgs),
+    /// Print the manifests with the sidecar injected into every workload (as `istioctl kube-inject`): the capture
+    /// init container, the sidecar, its volumes, the application's probes through 15020.
+    Inject(inject::InjectArgs),
     /// Run the manifests' pods on this machine, each in its own network namespace with its sidecar, with the
     /// control plane, cluster DNS and Service NAT, all inside private namespaces. In the foreground until Ctrl-C;
     /// `-d` returns once every pod is ready.
@@ -187,6 +191,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Token(a) => control::token(a),
         Command::ProxyStatus(a) => control::proxy_status(a),
         Command::Bench(b) => bench::run(b),
+        Command::Inject(a) => inject::inject(a),
         Command::Up(a) => up::up(a),
         Command::Apply(a) => up::apply(a),
         Command::Delete(a) => up::delete(a),

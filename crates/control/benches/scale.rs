@@ -409,7 +409,7 @@ async fn sidecars() {
     let mut creds = Vec::new();
     for (_, token) in &plan.sidecars {
         let opts = podmesh_proxy::ControlOptions {
-            address: plan.address,
+            address: plan.address.into(),
             token: token.clone(),
             roots_pem: plan.roots_pem.clone(),
             control_identity: control_id.clone(),
@@ -434,7 +434,9 @@ async fn sidecar(address: SocketAddr, pod: String, tls: Arc<ArcSwap<rustls::Clie
     // A real sidecar retries with backoff; a thousand handshakes at once on two CPUs can time out.
     let mut attempt = 0;
     let channel = loop {
-        match podmesh_proxy::control::channel(address, Arc::clone(&tls), &podmesh_proxy::Dialer::default()).await {
+        match podmesh_proxy::control::channel(&address.into(), Arc::clone(&tls), &podmesh_proxy::Dialer::default())
+            .await
+        {
             Ok(c) => break c,
             Err(e) if attempt >= 20 => panic!("{pod}: {e}"),
             Err(_) => {

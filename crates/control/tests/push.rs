@@ -38,7 +38,7 @@ async fn join(
 ) -> (usize, Open) {
     let control_id = podmesh_control::control_identity("cluster.local");
     let opts = podmesh_proxy::ControlOptions {
-        address: addr,
+        address: addr.into(),
         token: control.shared.authority.token(pod),
         roots_pem: control.shared.authority.trust_anchors().join(""),
         control_identity: control_id.clone(),
@@ -47,7 +47,7 @@ async fn join(
     };
     let (_, _, creds, _) = podmesh_proxy::control::request_certificate(&opts).await.unwrap();
     let tls = Arc::new(ArcSwap::new(podmesh_proxy::control::client_tls(&creds, &control_id).unwrap()));
-    let channel = podmesh_proxy::control::channel(addr, tls, &podmesh_proxy::Dialer::default()).await.unwrap();
+    let channel = podmesh_proxy::control::channel(&addr.into(), tls, &podmesh_proxy::Dialer::default()).await.unwrap();
     let mut client = AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(16 << 20);
     let (tx, rx) = mpsc::channel(64);
     for req in podmesh_api::subscriptions(&pod.to_string(), |_| Default::default()) {

@@ -1,7 +1,13 @@
 //! The sidecar's own HTTP endpoints (R7), plain HTTP/1.1 on listeners the caller binds:
 //!
 //! - **15020** ([`serve_stats`]): `/stats/prometheus`, the proxy's metrics merged with the application's own (R8),
-//!   and `/healthz/ready`. Plaintext even under STRICT, so any Prometheus can scrape every pod.
+//!   and `/healthz/ready`. Plaintext even under STRICT, so any Prometheus can scrape every pod. Also the
+//!   application's kubelet probes, rewritten by the injector to `/app-health/<container>/{readyz,livez,startupz}`
+//!   (`--app-probes`, Istio's `ISTIO_KUBE_APP_PROBERS`; [`crate::probe`]): under STRICT the kubelet's plaintext
+//!   probe of the application port would be refused, so the sidecar performs the original probe over the pod's
+//!   loopback and answers for it — 200 for an HTTP status 200–399 or an accepted TCP connection, the application's
+//!   own status otherwise, 500 with a one-line reason when it could not be reached in time. Only the configured
+//!   paths are answered; any other `/app-health/...` is a 404.
 //! - **15021** ([`serve_readiness`]): `/healthz/ready` only, for the kubelet's readiness probe.
 //! - **127.0.0.1:15000** ([`serve_admin`]): `/config_dump` (the config in force, as JSON), `/clusters` (each
 //!   upstream cluster's endpoints with their live load), `/logging` (the access log's runtime switch). Bind it to
@@ -35,6 +41,7 @@ use podmesh_compute::ProxyConfig;
 
 use crate::Proxy;
 use crate::metrics::CONTENT_TYPE as PROMETHEUS_TEXT;
+use crate::probe::{self, AppProbe, AppProbes, Outcome};
 
 /// How long one scrape of the application may take: under Prometheus' default scrape timeout (10 s), so a slow
 /// application still leaves time to serve the proxy's own metrics.
@@ -96,13 +103,20 @@ impl AppMetrics {
     }
 }
 
-/// 15020: `/stats/prometheus` (merged metrics, R8) and `/healthz/ready`. Runs until the task is aborted, which also
-/// closes the connections it serves.
-pub fn serve_stats(proxy: &Arc<Proxy>, listener: TcpListener, app_metrics: Option<AppMetrics>) -> JoinHandle<()> {
+/// 15020: `/stats/prometheus` (merged metrics, R8), `/healthz/ready`, and the application's rewritten kubelet
+/// probes (`app_probes`, empty when none were rewritten). Runs until the task is aborted, which also closes the
+/// connections it serves.
+pub fn serve_stats(
+    proxy: &Arc<Proxy>,
+    listener: TcpListener,
+    app_metrics: Option<AppMetrics>,
+    app_probes: AppProbes,
+) -> JoinHandle<()> {
     let proxy = Arc::clone(proxy);
     let app = app_metrics.map(Arc::new);
+    let probes = Arc::new(app_probes);
     serve(listener, "stats", false, move |req| {
-        let (proxy, app) = (Arc::clone(&proxy), app.clone());
+        let (proxy, app, probes) = (Arc::clone(&proxy), app.clone(), Arc::clone(&probes));
         async move {
             match req.uri().path() {
                 "/stats/prometheus" => match read_only(&req) {
@@ -110,6 +124,11 @@ pub fn serve_stats(proxy: &Arc<Proxy>, listener: TcpListener, app_metrics: Optio
                     None => prometheus(&proxy, app.as_deref()).await,
                 },
                 "/healthz/ready" => read_only(&req).unwrap_or_else(|| readiness(&proxy)),
+                path if path.starts_with(probe::PATH_PREFIX) => match (probes.get(path), read_only(&req)) {
+                    (None, _) => unknown_probe(path, &probes),
+                    (Some(_), Some(refused)) => refused,
+                    (Some(probe), None) => app_probe(&proxy, path, probe).await,
+                },
                 _ => not_found("/stats/prometheus /healthz/ready"),
             }
         }
@@ -261,6 +280,40 @@ async fn scrape_app(proxy: &Proxy, app: &AppMetrics) -> Result<String, String> {
     tokio::time::timeout(APP_SCRAPE_TIMEOUT, scrape)
         .await
         .map_err(|_| format!("no complete answer within {} s", APP_SCRAPE_TIMEOUT.as_secs()))?
+}
+
+/// Performs an application probe and answers for it as the kubelet reads answers (200–399 pass, anything else
+/// fails): the application's own failing status is passed on, as Istio does, so the pod's events show it.
+async fn app_probe(proxy: &Proxy, path: &str, probe: &AppProbe) -> Response<Full<Bytes>> {
+    let port = probe.action.port();
+    match probe.run(&proxy.dialer).await {
+        Outcome::Answered(status) if (200..400).contains(&status.as_u16()) => {
+            text(StatusCode::OK, format!("ok: the application on port {port} answered {status}\n"))
+        }
+        Outcome::Answered(status) if status.as_u16() >= 400 => {
+            text(status, format!("podmesh: app probe {path}: the application on port {port} answered {status}\n"))
+        }
+        Outcome::Answered(status) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!(
+                "podmesh: app probe {path}: the application on port {port} answered {status}, not a final answer\n"
+            ),
+        ),
+        Outcome::Connected => {
+            text(StatusCode::OK, format!("ok: the application accepted a connection on port {port}\n"))
+        }
+        Outcome::Failed(why) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("podmesh: app probe {path}: {why}\n")),
+    }
+}
+
+/// A 404 for an `/app-health/...` path that was not rewritten, listing those that were: a probe pointing at the
+/// wrong container or kind (`readyz`, `livez`, `startupz`) shows what to point it at.
+fn unknown_probe(path: &str, probes: &AppProbes) -> Response<Full<Bytes>> {
+    let configured = if probes.is_empty() { "none".to_string() } else { probes.paths().collect::<Vec<_>>().join(" ") };
+    text(
+        StatusCode::NOT_FOUND,
+        format!("podmesh: no application probe is configured at {path} (--app-probes). Configured: {configured}\n"),
+    )
 }
 
 fn readiness(proxy: &Proxy) -> Response<Full<Bytes>> {

@@ -30,8 +30,9 @@ use crate::intake::{Intake, Update};
 /// What a sidecar needs to join the mesh.
 #[derive(Debug, Clone)]
 pub struct ControlOptions {
-    /// The control plane's gRPC address (istiod's 15012).
-    pub address: SocketAddr,
+    /// The control plane's gRPC address (istiod's 15012): an IP and port, or a name and port resolved at each
+    /// connection (`podmesh-control.podmesh-system.svc:15012` in a cluster).
+    pub address: ControlAddress,
     /// The pod's bootstrap token.
     pub token: String,
     /// The mesh root(s), PEM: the control plane's certificate must chain to one.
@@ -148,7 +149,7 @@ impl ControlSource {
 
     /// Opens the xDS stream and subscribes to every kind, telling what is held.
     async fn connect(&mut self) -> Result<(), String> {
-        let channel = channel(self.opts.address, Arc::clone(&self.client_tls), &self.opts.dialer).await?;
+        let channel = channel(&self.opts.address, Arc::clone(&self.client_tls), &self.opts.dialer).await?;
         let mut client = AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE);
         let (tx, rx) = mpsc::channel(16);
         for req in podmesh_api::subscriptions(&self.pod, |kind| self.versions.get(&kind).cloned().unwrap_or_default()) {
@@ -319,7 +320,7 @@ pub async fn request_certificate(opts: &ControlOptions) -> Result<(String, Strin
     let (key_pem, csr) = podmesh_identity::new_unnamed_csr().map_err(|e| e.to_string())?;
     let tls = podmesh_identity::anonymous_client_config(&opts.roots_pem, &opts.control_identity, &[b"h2"])
         .map_err(|e| format!("the mesh roots given: {e}"))?;
-    let channel = channel(opts.address, Arc::new(ArcSwap::new(tls)), &opts.dialer).await?;
+    let channel = channel(&opts.address, Arc::new(ArcSwap::new(tls)), &opts.dialer).await?;
     let mut client = CertificateServiceClient::new(channel);
     let mut req = tonic::Request::new(CertificateRequest {
         csr,
@@ -348,19 +349,20 @@ pub fn client_tls(c: &Credentials, control: &Identity) -> Result<Arc<rustls::Cli
 
 /// A gRPC channel to `addr` over TLS with the config in `tls` at the time of each connection.
 pub async fn channel(
-    addr: SocketAddr,
+    addr: &ControlAddress,
     tls: Arc<ArcSwap<rustls::ClientConfig>>,
     dialer: &crate::net::Dialer,
 ) -> Result<Channel, String> {
     let dialer = dialer.clone();
+    let target = addr.clone();
     Endpoint::from_static("http://podmesh-control")
         .connect_timeout(Duration::from_secs(5))
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(10))
         .connect_with_connector(tower::service_fn(move |_| {
-            let (tls, dialer) = (tls.load_full(), dialer.clone());
+            let (tls, dialer, target) = (tls.load_full(), dialer.clone(), target.clone());
             async move {
-                let tcp = dialer.connect(addr).await?;
+                let tcp = dialer.connect(target.resolve().await?).await?;
                 let name = ServerName::try_from("podmesh-control").map_err(std::io::Error::other)?;
                 let io = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await?;
                 Ok::<_, std::io::Error>(TokioIo::new(io))
@@ -368,6 +370,64 @@ pub async fn channel(
         }))
         .await
         .map_err(|e| format!("cannot reach the control plane at {addr}: {e}"))
+}
+
+/// Where the control plane is: an address, or a DNS name resolved again at each connection (a restarted control
+/// plane may come back at another address behind its Service name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControlAddress {
+    Ip(SocketAddr),
+    Name { host: String, port: u16 },
+}
+
+impl ControlAddress {
+    /// The address to dial now (a name's first address).
+    pub async fn resolve(&self) -> std::io::Result<SocketAddr> {
+        match self {
+            ControlAddress::Ip(a) => Ok(*a),
+            ControlAddress::Name { host, port } => tokio::net::lookup_host((host.as_str(), *port))
+                .await?
+                .next()
+                .ok_or_else(|| std::io::Error::other(format!("{host} has no address"))),
+        }
+    }
+}
+
+impl From<SocketAddr> for ControlAddress {
+    fn from(a: SocketAddr) -> Self {
+        ControlAddress::Ip(a)
+    }
+}
+
+impl std::str::FromStr for ControlAddress {
+    type Err = String;
+
+    /// `IP:PORT`, `[IPv6]:PORT` or `NAME:PORT`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Ok(a) = s.parse::<SocketAddr>() {
+            return Ok(ControlAddress::Ip(a));
+        }
+        let (host, port) = s.rsplit_once(':').ok_or_else(|| format!("{s:?} is not HOST:PORT"))?;
+        let port: u16 = port.parse().map_err(|_| format!("{s:?}: {port:?} is not a port"))?;
+        let valid = !host.is_empty()
+            && host.len() <= 253
+            && host
+                .split('.')
+                .all(|l| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+        if !valid || port == 0 {
+            return Err(format!("{s:?} is not HOST:PORT (an IP address or a DNS name, and a port)"));
+        }
+        Ok(ControlAddress::Name { host: host.to_ascii_lowercase(), port })
+    }
+}
+
+impl std::fmt::Display for ControlAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ControlAddress::Ip(a) => a.fmt(f),
+            ControlAddress::Name { host, port } => write!(f, "{host}:{port}"),
+        }
+    }
 }
 
 /// When to renew: half way through the certificate's remaining life (Istio's default grace ratio).
@@ -381,4 +441,26 @@ fn renewal_time(c: &Credentials) -> Instant {
 fn jitter(d: Duration) -> Duration {
     let r = std::collections::hash_map::RandomState::new().build_hasher().finish();
     d.mul_f64(0.5 + (r % 1000) as f64 / 1000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_control_address_is_an_ip_or_a_name_resolved_at_each_connection() {
+        let ip: ControlAddress = "10.244.0.1:15012".parse().unwrap();
+        assert_eq!(ip, ControlAddress::Ip("10.244.0.1:15012".parse().unwrap()));
+        assert_eq!("[::1]:15012".parse::<ControlAddress>().unwrap().to_string(), "[::1]:15012");
+        let name: ControlAddress = "podmesh-control.podmesh-system.SVC:15012".parse().unwrap();
+        assert_eq!(name.to_string(), "podmesh-control.podmesh-system.svc:15012");
+        for bad in ["podmesh-control", "host:", "host:99999", "host:0", ":15012", "a b:1", "a..b:1", "-x_y:1"] {
+            assert!(bad.parse::<ControlAddress>().is_err(), "{bad}");
+        }
+        let local: ControlAddress = "localhost:15012".parse().unwrap();
+        let addr = local.resolve().await.unwrap();
+        assert!(addr.ip().is_loopback() && addr.port() == 15012, "{addr}");
+    }
 }

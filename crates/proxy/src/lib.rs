@@ -30,6 +30,7 @@ pub mod log;
 pub mod metrics;
 pub mod net;
 pub mod outbound;
+pub mod probe;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -41,7 +42,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 pub use admin::{AppMetrics, serve_admin, serve_readiness, serve_stats};
-pub use control::{ControlOptions, ControlSource};
+pub use control::{ControlAddress, ControlOptions, ControlSource};
 pub use intake::{ConfigHandle, FilePaths, FileSource, Intake, Update, follow, read_config};
 pub use log::{AccessLog, AccessRecord, Direction};
 pub use metrics::{Metrics, Telemetry};

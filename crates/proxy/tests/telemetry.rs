@@ -20,6 +20,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use podmesh_compute::ProxyConfig;
 use podmesh_model::ObjectKey;
+use podmesh_proxy::probe::AppProbes;
 use podmesh_proxy::{AppMetrics, Proxy, serve_admin, serve_readiness, serve_stats};
 use serde_json::Value;
 use support::*;
@@ -229,7 +230,7 @@ async fn app_metrics_server() -> (SocketAddr, JoinHandle<()>) {
 /// Starts `/stats/prometheus` for `proxy` on a fresh port.
 async fn stats(tasks: &mut Tasks, proxy: &Arc<Proxy>, app: Option<AppMetrics>) -> SocketAddr {
     let (l, addr) = listener().await;
-    tasks.0.push(serve_stats(proxy, l, app));
+    tasks.0.push(serve_stats(proxy, l, app, AppProbes::default()));
     addr
 }
 

@@ -1,0 +1,16 @@
+# The podmesh image: one binary for the control plane, the sidecar (`podmesh proxy`) and the capture init
+# container (`podmesh capture install`, which needs iptables). `podmesh inject` points pods at it (--image).
+#   docker build -t ghcr.io/podmesh/podmesh:0.1.0 .
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked -p podmesh
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends iptables ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
+COPY --from=build /src/target/release/podmesh /usr/local/bin/podmesh
+# The sidecar's user; the init container and the control plane set their own in their securityContext.
+USER 1337:1337
+ENTRYPOINT ["/usr/local/bin/podmesh"]
