@@ -593,7 +593,50 @@ fn statefulset_peers_reach_each_other_by_name_under_strict() {
     }
     let out = mesh.exec("store/kv-0", &["curl", "-sS", "-m", "5", "http://kv-2.kv:2379/"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"pod\":\"kv-2\""), "{out:?}");
+
+    // The cluster DNS as a peer discovering the others does it: SRV of the named peer port, one record per peer
+    // by its own name (over UDP, from the pod's resolv.conf), and NXDOMAIN for a name that does not exist.
+    let out = mesh.exec("store/kv-0", &["python3", "-c", DNS_QUERY, "_tcp-peer._tcp.kv.store.svc.cluster.local", "33"]);
+    let answer = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(answer.starts_with("rcode 0 answers 3"), "{answer} {out:?}");
+    for peer in ["kv-0", "kv-1", "kv-2"] {
+        assert!(answer.contains(&format!("srv 2380 {peer}.kv.store.svc.cluster.local")), "{peer}: {answer}");
+    }
+    let out = mesh.exec("store/kv-0", &["python3", "-c", DNS_QUERY, "kv-9.kv.store.svc.cluster.local", "1"]);
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("rcode 3 answers 0"), "{out:?}");
 }
+
+/// A DNS query (name, type) to the pod's nameserver over UDP: prints the rcode, the answer count, and each SRV
+/// record's port and target.
+const DNS_QUERY: &str = r#"
+import random, socket, struct, sys
+name, qtype = sys.argv[1], int(sys.argv[2])
+server = [l.split()[1] for l in open("/etc/resolv.conf") if l.startswith("nameserver")][0]
+q = struct.pack(">HHHHHH", random.randint(0, 65535), 0x0100, 1, 0, 0, 0)
+q += b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0" + struct.pack(">HH", qtype, 1)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(5)
+s.sendto(q, (server, 53))
+r = s.recv(4096)
+rcode, an = r[3] & 15, struct.unpack(">H", r[6:8])[0]
+def read_name(i):
+    labels = []
+    while r[i]:
+        if r[i] & 0xC0:
+            labels.append(read_name(struct.unpack(">H", r[i:i+2])[0] & 0x3FFF)[0]); return ".".join(labels), i + 2
+        labels.append(r[i+1:i+1+r[i]].decode()); i += 1 + r[i]
+    return ".".join(labels), i + 1
+i = len(q)
+out = ["rcode %d answers %d" % (rcode, an)]
+for _ in range(an):
+    _, i = read_name(i)
+    t, _, _, n = struct.unpack(">HHIH", r[i:i+10]); i += 10
+    if t == 33:
+        port = struct.unpack(">H", r[i+4:i+6])[0]
+        out.append("srv %d %s" % (port, read_name(i + 6)[0]))
+    i += n
+print("\n".join(out))
+"#;
 
 /// Faults and changes under load: an application process killed (its endpoint leaves, requests to the others keep
 /// succeeding, it comes back); a Service deleted and applied again; a Deployment scaled down to none (row 12:
