@@ -231,7 +231,11 @@ async fn open_source(
     if let (Some(address), Some(token), Some(roots)) = (&a.control, &a.token_file, &a.control_roots) {
         let opts = ControlOptions {
             address: address.clone(),
-            token: read(token)?.trim().to_string(),
+            // Read again at each certificate request (a projected token rotates); checked now.
+            token: {
+                read(token)?;
+                podmesh_proxy::Token::File(token.clone())
+            },
             roots_pem: read(roots)?,
             control_identity: podmesh_control::control_identity(&a.trust_domain),
             cert_ttl: (a.cert_ttl_seconds > 0).then(|| Duration::from_secs(a.cert_ttl_seconds)),

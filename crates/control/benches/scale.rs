@@ -410,7 +410,7 @@ async fn sidecars() {
     for (_, token) in &plan.sidecars {
         let opts = podmesh_proxy::ControlOptions {
             address: plan.address.into(),
-            token: token.clone(),
+            token: token.clone().into(),
             roots_pem: plan.roots_pem.clone(),
             control_identity: control_id.clone(),
             cert_ttl: None,

@@ -39,7 +39,7 @@ async fn join(
     let control_id = podmesh_control::control_identity("cluster.local");
     let opts = podmesh_proxy::ControlOptions {
         address: addr.into(),
-        token: control.shared.authority.token(pod),
+        token: control.shared.authority.token(pod).into(),
         roots_pem: control.shared.authority.trust_anchors().join(""),
         control_identity: control_id.clone(),
         cert_ttl: None,

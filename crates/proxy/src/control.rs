@@ -33,8 +33,9 @@ pub struct ControlOptions {
     /// The control plane's gRPC address (istiod's 15012): an IP and port, or a name and port resolved at each
     /// connection (`podmesh-control.podmesh-system.svc:15012` in a cluster).
     pub address: ControlAddress,
-    /// The pod's bootstrap token.
-    pub token: String,
+    /// The pod's token: its bootstrap token, or in a cluster its projected ServiceAccount token, which the
+    /// kubelet rotates (read again for each certificate request).
+    pub token: Token,
     /// The mesh root(s), PEM: the control plane's certificate must chain to one.
     pub roots_pem: String,
     /// The control plane's SPIFFE identity (`spiffe://<trust domain>/ns/podmesh-system/sa/podmesh-control`).
@@ -326,7 +327,7 @@ pub async fn request_certificate(opts: &ControlOptions) -> Result<(String, Strin
         csr,
         validity_seconds: opts.cert_ttl.map_or(0, |t| i64::try_from(t.as_secs()).unwrap_or(i64::MAX)),
     });
-    let bearer = format!("Bearer {}", opts.token.trim());
+    let bearer = format!("Bearer {}", opts.token.read()?.trim());
     req.metadata_mut().insert(
         "authorization",
         bearer.parse().map_err(|_| "the bootstrap token has characters a header cannot carry".to_string())?,
@@ -370,6 +371,41 @@ pub async fn channel(
         }))
         .await
         .map_err(|e| format!("cannot reach the control plane at {addr}: {e}"))
+}
+
+/// What a sidecar proves its pod with.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Token {
+    Value(String),
+    /// Read at each use: a projected ServiceAccount token is replaced by the kubelet before it expires.
+    File(std::path::PathBuf),
+}
+
+impl Token {
+    pub fn read(&self) -> Result<String, String> {
+        match self {
+            Token::Value(v) => Ok(v.clone()),
+            Token::File(p) => std::fs::read_to_string(p)
+                .map(|t| t.trim().to_string())
+                .map_err(|e| format!("reading the token {}: {e}", p.display())),
+        }
+    }
+}
+
+impl From<String> for Token {
+    fn from(v: String) -> Self {
+        Token::Value(v)
+    }
+}
+
+/// A token is a secret: its value is never printed.
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Token::Value(_) => f.write_str("Token(<value>)"),
+            Token::File(p) => write!(f, "Token(file {})", p.display()),
+        }
+    }
 }
 
 /// Where the control plane is: an address, or a DNS name resolved again at each connection (a restarted control
@@ -459,6 +495,15 @@ mod tests {
         for bad in ["podmesh-control", "host:", "host:99999", "host:0", ":15012", "a b:1", "a..b:1", "-x_y:1"] {
             assert!(bad.parse::<ControlAddress>().is_err(), "{bad}");
         }
+        let token = std::env::temp_dir().join(format!("podmesh-token-{}", std::process::id()));
+        std::fs::write(&token, "first\n").unwrap();
+        let t = Token::File(token.clone());
+        assert_eq!(t.read().unwrap(), "first");
+        std::fs::write(&token, "rotated").unwrap();
+        assert_eq!(t.read().unwrap(), "rotated", "read again at each use");
+        assert!(!format!("{t:?}{:?}", Token::from("secret".to_string())).contains("secret"));
+        std::fs::remove_file(&token).unwrap();
+        assert!(t.read().unwrap_err().contains("reading the token"));
         let local: ControlAddress = "localhost:15012".parse().unwrap();
         let addr = local.resolve().await.unwrap();
         assert!(addr.ip().is_loopback() && addr.port() == 15012, "{addr}");

@@ -42,7 +42,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 pub use admin::{AppMetrics, serve_admin, serve_readiness, serve_stats};
-pub use control::{ControlAddress, ControlOptions, ControlSource};
+pub use control::{ControlAddress, ControlOptions, ControlSource, Token};
 pub use intake::{ConfigHandle, FilePaths, FileSource, Intake, Update, follow, read_config};
 pub use log::{AccessLog, AccessRecord, Direction};
 pub use metrics::{Metrics, Telemetry};

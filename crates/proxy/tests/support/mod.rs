@@ -142,7 +142,7 @@ impl ControlPlane {
     pub fn options_with_token(&self, token: String) -> podmesh_proxy::ControlOptions {
         podmesh_proxy::ControlOptions {
             address: self.grpc.into(),
-            token,
+            token: token.into(),
             roots_pem: self.control.shared.authority.trust_anchors().join(""),
             control_identity: podmesh_control::control_identity("cluster.local"),
             cert_ttl: Some(self.ttl),
