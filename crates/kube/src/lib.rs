@@ -1,0 +1,562 @@
+//! # podmesh-kube
+//!
+//! The control plane's Kubernetes API source: the cluster as the API server holds it, one version per batch of
+//! changes.
+//!
+//! Where it sits: `model` → `compute` → `control` ← sources. The control plane (`podmesh-control`) takes versions
+//! of the cluster from a [`Source`]; `control::FileSource` reads manifests from files, and [`KubeSource`] watches
+//! the API server. It watches Namespaces, Services, EndpointSlices (discovery.k8s.io/v1), Pods, and Istio's
+//! VirtualServices and DestinationRules (networking.istio.io/v1) and PeerAuthentications (security.istio.io/v1),
+//! all as JSON ([`DynamicObject`]): the model reads them with its own types, exactly as it reads files.
+//! Deployments and StatefulSets are not watched: the API's Pods are the truth, and expanding workloads again would
+//! duplicate them. Each Pod's controller (its `ownerReferences`) names its workload instead.
+//!
+//! Each batch of watch events (those arriving within [`COALESCE`] of the first) makes a whole version:
+//! `podmesh_model::load` of every object, each object a JSON document. The watches are kube-runtime's watchers:
+//! they list, then watch from the list's resourceVersion, and list again after an error (a 410 Gone included,
+//! with backoff); a re-list replaces the kind's whole set, so objects deleted while disconnected disappear. A
+//! CRD that is not installed (404 on its list) is an empty kind, with a warning.
+//!
+//! Which objects are left out, because the model would take them for something they are not: Pods without an IP
+//! yet (the model would allocate one), Pods that have ended (phase Succeeded or Failed: their IP may already be
+//! another pod's), and `hostNetwork` Pods (they share the node's IP with each other, and are never meshed). Of a
+//! Pod's status only what the model reads is kept (phase, IPs, the Ready condition), so the kubelet's status
+//! updates make no version; `metadata.managedFields` and `metadata.resourceVersion` are dropped from every object.
+//!
+//! Versions are whole (`Change::Whole`): the control plane compares each with the last object by object. Yielding
+//! just the changed objects (`Change::Objects`) is the next step; the watch events already name them (the cause).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use kube::api::{ApiResource, DynamicObject};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher;
+use kube::{Api, Client};
+use podmesh_control::{Change, Source, Version};
+use podmesh_model::{Cluster, Owner, Source as ManifestSource, WorkloadKind};
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// Watch events arriving within this time of the first one make one version.
+pub const COALESCE: Duration = Duration::from_millis(50);
+
+/// How long [`KubeSource::connect`] waits for every kind's first list.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A kind podmesh watches.
+#[derive(Debug, Clone, Copy)]
+struct Kind {
+    group: &'static str,
+    version: &'static str,
+    kind: &'static str,
+    plural: &'static str,
+    /// A custom resource, whose absence (404) is an empty kind rather than an error.
+    crd: bool,
+}
+
+/// Every kind watched, in the order their objects are loaded.
+const KINDS: [Kind; 7] = [
+    Kind { group: "", version: "v1", kind: "Namespace", plural: "namespaces", crd: false },
+    Kind { group: "", version: "v1", kind: "Service", plural: "services", crd: false },
+    Kind { group: "discovery.k8s.io", version: "v1", kind: "EndpointSlice", plural: "endpointslices", crd: false },
+    Kind { group: "", version: "v1", kind: "Pod", plural: "pods", crd: false },
+    Kind { group: "networking.istio.io", version: "v1", kind: "VirtualService", plural: "virtualservices", crd: true },
+    Kind {
+        group: "networking.istio.io",
+        version: "v1",
+        kind: "DestinationRule",
+        plural: "destinationrules",
+        crd: true,
+    },
+    Kind {
+        group: "security.istio.io",
+        version: "v1",
+        kind: "PeerAuthentication",
+        plural: "peerauthentications",
+        crd: true,
+    },
+];
+
+impl Kind {
+    fn api_version(&self) -> String {
+        if self.group.is_empty() { self.version.to_string() } else { format!("{}/{}", self.group, self.version) }
+    }
+
+    fn resource(&self) -> ApiResource {
+        ApiResource {
+            group: self.group.to_string(),
+            version: self.version.to_string(),
+            api_version: self.api_version(),
+            kind: self.kind.to_string(),
+            plural: self.plural.to_string(),
+        }
+    }
+}
+
+/// One event of one kind's watcher.
+#[derive(Debug)]
+struct Report {
+    kind: usize,
+    event: Result<watcher::Event<DynamicObject>, watcher::Error>,
+}
+
+/// One object as the model will read it.
+#[derive(Debug, Clone, PartialEq)]
+struct Stored {
+    /// The object as a JSON document (without `metadata.managedFields` and `metadata.resourceVersion`), or
+    /// `None` for an object left out (see the crate docs), kept so that its changes are still seen.
+    text: Option<String>,
+    /// A Pod's workload, from its controller.
+    owner: Option<Owner>,
+}
+
+/// What podmesh holds of one kind.
+#[derive(Debug, Default)]
+struct KindState {
+    /// By `namespace/name` (`name` for Namespaces).
+    objects: BTreeMap<String, Stored>,
+    /// A list in progress (between the watcher's `Init` and `InitDone`): it replaces `objects` when it ends.
+    listing: Option<BTreeMap<String, Stored>>,
+    /// The first list has ended (or the CRD is not installed).
+    listed: bool,
+    /// The CRD is not installed: the last list answered 404.
+    absent: bool,
+    /// The last error of the watcher, until its next list or event.
+    error: Option<String>,
+}
+
+/// The cluster as the Kubernetes API server holds it. See the crate docs.
+#[derive(Debug)]
+pub struct KubeSource {
+    events: mpsc::Receiver<Report>,
+    kinds: Vec<KindState>,
+    /// Warnings not yet said in a version's cause (a CRD not installed).
+    warnings: Vec<String>,
+    tasks: Vec<tokio::task::AbortHandle>,
+}
+
+impl Drop for KubeSource {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl KubeSource {
+    /// Starts the watches and waits (at most [`CONNECT_TIMEOUT`]) for every kind's first list: the first version
+    /// (the cluster and where it came from), and the source that follows the watches for the next.
+    pub async fn connect(client: Client) -> Result<(KubeSource, Cluster, String), String> {
+        Self::connect_within(client, CONNECT_TIMEOUT).await
+    }
+
+    /// [`connect`](Self::connect), waiting at most `timeout` for the first lists.
+    pub async fn connect_within(client: Client, timeout: Duration) -> Result<(KubeSource, Cluster, String), String> {
+        let mut source = Self::start(client);
+        let deadline = Instant::now() + timeout;
+        while !source.kinds.iter().all(|k| k.listed) {
+            match tokio::time::timeout_at(deadline, source.events.recv()).await {
+                Ok(Some(report)) => {
+                    source.apply(report);
+                }
+                Ok(None) => return Err("the Kubernetes API watches ended".to_string()),
+                Err(_) => {
+                    let waiting: Vec<String> = KINDS
+                        .iter()
+                        .zip(&source.kinds)
+                        .filter(|(_, s)| !s.listed)
+                        .map(|(k, s)| match &s.error {
+                            Some(e) => format!("{}s ({e})", k.kind),
+                            None => format!("{}s", k.kind),
+                        })
+                        .collect();
+                    return Err(format!(
+                        "the Kubernetes API did not list {} within {} s",
+                        waiting.join(", "),
+                        timeout.as_secs()
+                    ));
+                }
+            }
+        }
+        let counts: Vec<String> =
+            KINDS.iter().zip(&source.kinds).map(|(k, s)| format!("{} {}s", s.objects.len(), k.kind)).collect();
+        let mut cause = format!("start: Kubernetes API ({})", counts.join(", "));
+        if !source.warnings.is_empty() {
+            cause = format!("{cause}; {}", std::mem::take(&mut source.warnings).join("; "));
+        }
+        let cluster = source.load().await?;
+        Ok((source, cluster, cause))
+    }
+
+    /// Connects with a kubeconfig (`$KUBECONFIG`, else `~/.kube/config`), in `context` or its current one.
+    pub async fn from_kubeconfig(context: Option<&str>) -> Result<(KubeSource, Cluster, String), String> {
+        let kubeconfig = kube::config::Kubeconfig::read().map_err(|e| format!("kubeconfig: {e}"))?;
+        Self::from_custom_kubeconfig(kubeconfig, context).await
+    }
+
+    /// Connects with a kubeconfig already read, in `context` or its current one.
+    pub async fn from_custom_kubeconfig(
+        kubeconfig: kube::config::Kubeconfig,
+        context: Option<&str>,
+    ) -> Result<(KubeSource, Cluster, String), String> {
+        let options = kube::config::KubeConfigOptions { context: context.map(str::to_string), ..Default::default() };
+        let config =
+            kube::Config::from_custom_kubeconfig(kubeconfig, &options).await.map_err(|e| format!("kubeconfig: {e}"))?;
+        let client = Client::try_from(config).map_err(|e| format!("Kubernetes client: {e}"))?;
+        Self::connect(client).await
+    }
+
+    /// Connects as kube-rs does by default: the kubeconfig if there is one, else the in-cluster service account.
+    pub async fn try_default() -> Result<(KubeSource, Cluster, String), String> {
+        let client = Client::try_default().await.map_err(|e| format!("Kubernetes client: {e}"))?;
+        Self::connect(client).await
+    }
+
+    /// Starts one watcher per kind, each sending its events to the source.
+    fn start(client: Client) -> KubeSource {
+        let (tx, events) = mpsc::channel(1024);
+        let mut tasks = Vec::new();
+        for (i, kind) in KINDS.iter().enumerate() {
+            let api: Api<DynamicObject> = Api::all_with(client.clone(), &kind.resource());
+            let tx = tx.clone();
+            let task = tokio::spawn(async move {
+                // Backoff between a failed list or watch and the next attempt (0.8 s doubling to 30 s, jittered).
+                let mut stream = std::pin::pin!(watcher::watcher(api, watcher::Config::default()).default_backoff());
+                while let Some(event) = stream.next().await {
+                    if tx.send(Report { kind: i, event }).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            tasks.push(task.abort_handle());
+        }
+        KubeSource { events, kinds: KINDS.iter().map(|_| KindState::default()).collect(), warnings: vec![], tasks }
+    }
+
+    /// Applies one watcher event; returns what changed ("Pod shop/web-1 edited").
+    fn apply(&mut self, report: Report) -> Vec<String> {
+        let Some(kind) = KINDS.get(report.kind) else { return vec![] };
+        let Some(state) = self.kinds.get_mut(report.kind) else { return vec![] };
+        let mut changes = Vec::new();
+        match report.event {
+            Ok(watcher::Event::Init) => state.listing = Some(BTreeMap::new()),
+            Ok(watcher::Event::InitApply(obj)) => {
+                let (key, stored) = stored(kind, &obj);
+                state.listing.get_or_insert_default().insert(key, stored);
+            }
+            Ok(watcher::Event::InitDone) => {
+                let listed = state.listing.take().unwrap_or_default();
+                for (key, new) in &listed {
+                    changes.extend(change(kind, key, state.objects.get(key), Some(new)));
+                }
+                for (key, old) in state.objects.iter().filter(|(k, _)| !listed.contains_key(*k)) {
+                    changes.extend(change(kind, key, Some(old), None));
+                }
+                if state.listed && !changes.is_empty() {
+                    changes.insert(0, format!("re-list of {}s", kind.kind));
+                }
+                state.objects = listed;
+                state.listed = true;
+                state.absent = false;
+                state.error = None;
+            }
+            Ok(watcher::Event::Apply(obj)) => {
+                let (key, new) = stored(kind, &obj);
+                let old = state.objects.insert(key.clone(), new.clone());
+                changes.extend(change(kind, &key, old.as_ref(), Some(&new)));
+                state.error = None;
+            }
+            Ok(watcher::Event::Delete(obj)) => {
+                let (key, _) = stored(kind, &obj);
+                let old = state.objects.remove(&key);
+                changes.extend(change(kind, &key, old.as_ref(), None));
+                state.error = None;
+            }
+            Err(e) if kind.crd && not_found(&e) => {
+                // Not installed: an empty kind, said once (the watcher keeps trying, with backoff, and lists the
+                // objects once the CRD is installed).
+                state.listing = None;
+                if !state.absent {
+                    let warning = format!(
+                        "{}s ({}) are not served by the API server (CRD not installed?): none",
+                        kind.kind,
+                        kind.api_version()
+                    );
+                    eprintln!("podmesh kube: warning: {warning}");
+                    self.warnings.push(warning);
+                    for (key, old) in &state.objects {
+                        changes.extend(change(kind, key, Some(old), None));
+                    }
+                    state.objects.clear();
+                    state.absent = true;
+                }
+                state.listed = true;
+            }
+            Err(e) => {
+                // The watcher lists again (after a 410 Gone, or any failed list) or watches again, after backoff.
+                eprintln!("podmesh kube: watching {}s: {e}; retrying", kind.kind);
+                state.error = Some(e.to_string());
+            }
+        }
+        changes
+    }
+
+    /// The cluster of every object held: `podmesh_model::load` of each as a JSON document, then each Pod's
+    /// workload set from its controller.
+    async fn load(&self) -> Result<Cluster, String> {
+        let mut sources = Vec::new();
+        let mut owners = Vec::new();
+        for (kind, state) in KINDS.iter().zip(&self.kinds) {
+            for (key, stored) in &state.objects {
+                let Some(text) = &stored.text else { continue };
+                sources.push(ManifestSource::Text { name: format!("{} {key}.json", kind.kind), text: text.clone() });
+                if let Some(owner) = &stored.owner {
+                    owners.push((key.clone(), owner.clone()));
+                }
+            }
+        }
+        let loaded = tokio::task::spawn_blocking(move || {
+            let mut cluster = podmesh_model::load(&sources).map_err(|e| e.to_string())?.cluster;
+            set_owners(&mut cluster, owners);
+            Ok(cluster)
+        })
+        .await;
+        loaded.map_err(|e| format!("loading failed: {e}"))?
+    }
+}
+
+impl Source for KubeSource {
+    async fn next(&mut self) -> Option<Result<Version, String>> {
+        loop {
+            let first = self.events.recv().await?;
+            let mut changes = self.apply(first);
+            let deadline = Instant::now() + COALESCE;
+            while let Ok(Some(report)) = tokio::time::timeout_at(deadline, self.events.recv()).await {
+                changes.extend(self.apply(report));
+            }
+            if changes.is_empty() {
+                continue;
+            }
+            let mut cause = summary(&changes);
+            if !self.warnings.is_empty() {
+                cause = format!("{cause}; {}", std::mem::take(&mut self.warnings).join("; "));
+            }
+            return Some(match self.load().await {
+                Ok(cluster) => Ok(Version { change: Change::Whole(cluster), cause }),
+                Err(e) => Err(format!("after {cause}: {e}")),
+            });
+        }
+    }
+}
+
+/// Whether a watcher error is the API server's 404: the kind is not served.
+fn not_found(e: &watcher::Error) -> bool {
+    match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(r))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(r))
+        | watcher::Error::WatchFailed(kube::Error::Api(r))
+        | watcher::Error::WatchError(r) => r.code == 404,
+        _ => false,
+    }
+}
+
+/// What a change of one object is to the model ("Pod shop/web-1 edited"), if anything: an object left out is as
+/// good as absent.
+fn change(kind: &Kind, key: &str, old: Option<&Stored>, new: Option<&Stored>) -> Option<String> {
+    let what = match (old.filter(|s| s.text.is_some()), new.filter(|s| s.text.is_some())) {
+        (None, None) => return None,
+        (None, Some(_)) => "added",
+        (Some(_), None) => "deleted",
+        (Some(o), Some(n)) if o != n => "edited",
+        (Some(_), Some(_)) => return None,
+    };
+    Some(format!("{} {key} {what}", kind.kind))
+}
+
+/// The changes of a batch, at most ten named.
+fn summary(changes: &[String]) -> String {
+    const NAMED: usize = 10;
+    let mut out = changes.iter().take(NAMED).cloned().collect::<Vec<_>>().join("; ");
+    if changes.len() > NAMED {
+        out.push_str(&format!("; and {} more", changes.len() - NAMED));
+    }
+    out
+}
+
+/// An object's key and what the model reads of it.
+fn stored(kind: &Kind, obj: &DynamicObject) -> (String, Stored) {
+    let name = obj.metadata.name.clone().unwrap_or_default();
+    let key = match &obj.metadata.namespace {
+        Some(ns) => format!("{ns}/{name}"),
+        None => name,
+    };
+    let Ok(mut value) = serde_json::to_value(obj) else {
+        return (key, Stored { text: None, owner: None });
+    };
+    (key, object(kind, &mut value))
+}
+
+/// The document the model reads for one object of `kind` (`value` is the object as the API serves it).
+fn object(kind: &Kind, value: &mut Value) -> Stored {
+    if let Some(map) = value.as_object_mut() {
+        // List items carry no apiVersion and kind.
+        map.insert("apiVersion".into(), Value::String(kind.api_version()));
+        map.insert("kind".into(), Value::String(kind.kind.to_string()));
+        if let Some(meta) = map.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.remove("managedFields");
+            meta.remove("resourceVersion");
+        }
+    }
+    let mut owner = None;
+    if kind.kind == "Pod" {
+        if left_out(value) {
+            return Stored { text: None, owner: None };
+        }
+        owner = pod_owner(value);
+        slim_pod_status(value);
+    }
+    Stored { text: Some(value.to_string()), owner }
+}
+
+/// Keeps of a Pod's status what the model reads (phase, IPs, the Ready condition's status): the kubelet updates
+/// the rest (container states, restart counts, probe times) all the time, and none of it changes the cluster.
+fn slim_pod_status(pod: &mut Value) {
+    let Some(status) = pod.get_mut("status").and_then(Value::as_object_mut) else { return };
+    let ready: Vec<Value> = status
+        .get("conditions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|c| c.get("type").and_then(Value::as_str) == Some("Ready"))
+        .map(|c| serde_json::json!({"type": "Ready", "status": c.get("status").cloned().unwrap_or(Value::Null)}))
+        .collect();
+    status.retain(|k, _| matches!(k.as_str(), "phase" | "podIP" | "podIPs" | "hostIP" | "hostIPs"));
+    status.insert("conditions".into(), Value::Array(ready));
+}
+
+/// A Pod the model must not see: no IP yet, ended, or on the host's network.
+fn left_out(pod: &Value) -> bool {
+    let ip = pod.pointer("/status/podIP").and_then(Value::as_str).unwrap_or_default();
+    let phase = pod.pointer("/status/phase").and_then(Value::as_str).unwrap_or_default();
+    let host_network = pod.pointer("/spec/hostNetwork").and_then(Value::as_bool).unwrap_or(false);
+    ip.is_empty() || phase == "Succeeded" || phase == "Failed" || host_network
+}
+
+/// A Pod's workload, from its controller: a StatefulSet, or the Deployment of a ReplicaSet (the ReplicaSet's name
+/// less `-<pod-template-hash>`). `None` for a Pod without one (or of another controller): the model then names
+/// the Pod itself.
+fn pod_owner(pod: &Value) -> Option<Owner> {
+    let refs = pod.pointer("/metadata/ownerReferences")?.as_array()?;
+    let controller = refs.iter().find(|r| r.get("controller").and_then(Value::as_bool) == Some(true))?;
+    let name = controller.get("name")?.as_str()?;
+    match controller.get("kind")?.as_str()? {
+        "StatefulSet" => Some(Owner { kind: WorkloadKind::StatefulSet, name: name.to_string() }),
+        "ReplicaSet" => {
+            let hash = pod.pointer("/metadata/labels/pod-template-hash")?.as_str()?;
+            let deployment = name.strip_suffix(hash)?.strip_suffix('-')?;
+            (!deployment.is_empty()).then(|| Owner { kind: WorkloadKind::Deployment, name: deployment.to_string() })
+        }
+        _ => None,
+    }
+}
+
+/// Sets each Pod's owner (the model reads no `ownerReferences`).
+fn set_owners(cluster: &mut Cluster, owners: Vec<(String, Owner)>) {
+    for (key, owner) in owners {
+        let Some((namespace, name)) = key.split_once('/') else { continue };
+        if let Some(pod) = cluster.pods.get_mut(&podmesh_model::ObjectKey::new(namespace, name)) {
+            pod.owner = Some(owner);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    fn pod_kind() -> &'static Kind {
+        KINDS.iter().find(|k| k.kind == "Pod").unwrap()
+    }
+
+    #[test]
+    fn pods_the_model_must_not_see_are_left_out() {
+        let base = serde_json::json!({
+            "metadata": {"name": "p", "namespace": "n", "managedFields": [{}], "resourceVersion": "7"},
+            "spec": {"containers": [{"name": "c"}]},
+            "status": {"podIP": "10.0.0.1", "phase": "Running"}
+        });
+        let s = object(pod_kind(), &mut base.clone());
+        let text = s.text.unwrap();
+        assert!(text.contains("\"kind\":\"Pod\"") && text.contains("\"apiVersion\":\"v1\""));
+        assert!(!text.contains("managedFields") && !text.contains("resourceVersion"));
+        for (pointer, v) in [
+            ("/status/podIP", serde_json::json!("")),
+            ("/status/phase", serde_json::json!("Succeeded")),
+            ("/status/phase", serde_json::json!("Failed")),
+        ] {
+            let mut p = base.clone();
+            *p.pointer_mut(pointer).unwrap() = v;
+            assert_eq!(object(pod_kind(), &mut p).text, None, "{pointer}");
+        }
+        let mut p = base.clone();
+        p["spec"]["hostNetwork"] = serde_json::json!(true);
+        assert_eq!(object(pod_kind(), &mut p).text, None);
+    }
+
+    #[test]
+    fn only_what_the_model_reads_of_a_pod_status_is_kept() {
+        let pod = |restarts: u32, ready: &str| {
+            let mut p = serde_json::json!({
+                "metadata": {"name": "p", "namespace": "n"},
+                "status": {"podIP": "10.0.0.1", "phase": "Running", "hostIP": "172.18.0.2",
+                    "conditions": [
+                        {"type": "PodScheduled", "status": "True"},
+                        {"type": "Ready", "status": ready, "lastTransitionTime": format!("t{restarts}")}],
+                    "containerStatuses": [{"name": "c", "restartCount": restarts}]}
+            });
+            object(pod_kind(), &mut p)
+        };
+        let text = pod(0, "True").text.unwrap();
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            v["status"],
+            serde_json::json!({"podIP": "10.0.0.1", "phase": "Running", "hostIP": "172.18.0.2",
+                "conditions": [{"type": "Ready", "status": "True"}]})
+        );
+        let kind = pod_kind();
+        assert_eq!(change(kind, "n/p", Some(&pod(0, "True")), Some(&pod(3, "True"))), None);
+        assert_eq!(change(kind, "n/p", Some(&pod(0, "True")), Some(&pod(0, "False"))).unwrap(), "Pod n/p edited");
+        let pending = Stored { text: None, owner: None };
+        assert_eq!(change(kind, "n/p", Some(&pending), None), None);
+        assert_eq!(change(kind, "n/p", None, Some(&pending)), None);
+        assert_eq!(change(kind, "n/p", Some(&pending), Some(&pod(0, "True"))).unwrap(), "Pod n/p added");
+        assert_eq!(change(kind, "n/p", Some(&pod(0, "True")), Some(&pending)).unwrap(), "Pod n/p deleted");
+    }
+
+    #[test]
+    fn owners_come_from_the_controller() {
+        let pod = |kind: &str, name: &str, hash: Option<&str>| {
+            let mut p = serde_json::json!({"metadata": {"name": "x", "ownerReferences": [
+                {"kind": "Node", "name": "n"},
+                {"kind": kind, "name": name, "controller": true}
+            ]}});
+            if let Some(h) = hash {
+                p["metadata"]["labels"] = serde_json::json!({"pod-template-hash": h});
+            }
+            pod_owner(&p)
+        };
+        assert_eq!(
+            pod("ReplicaSet", "web-abc12", Some("abc12")),
+            Some(Owner { kind: WorkloadKind::Deployment, name: "web".into() })
+        );
+        assert_eq!(pod("ReplicaSet", "web", None), None);
+        assert_eq!(pod("ReplicaSet", "web-zzz", Some("abc12")), None);
+        assert_eq!(pod("StatefulSet", "db", None), Some(Owner { kind: WorkloadKind::StatefulSet, name: "db".into() }));
+        assert_eq!(pod("DaemonSet", "agent", None), None);
+    }
+}

@@ -1,0 +1,733 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! `KubeSource` against recorded Kubernetes API responses.
+//!
+//! No API server runs here, so a small HTTP server on 127.0.0.1 answers kube-rs's requests: each list
+//! (`GET /api/v1/pods?limit=500…`) from a list response given by the test, each watch (`…&watch=true…`) with a
+//! response that stays open and carries the events the test pushes, one JSON line each, exactly as the API server
+//! streams them (see `recorded/README.md`). Paths it was not given answer 404 `404 page not found`, as the API
+//! server does for a group it does not serve. It records every request. Every wait is bounded.
+//!
+//! The lists are made from `examples/quickstart` as the API would show them; `recorded/pods-watch.ndjson` is a
+//! committed watch stream.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use hyper::body::Frame;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use podmesh_compute::Index;
+use podmesh_control::{Change, Source, Version};
+use podmesh_kube::KubeSource;
+use podmesh_model::{Cluster, ObjectKey, Owner, Pod, WorkloadKind};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+const PODS: &str = "/api/v1/pods";
+const SERVICES: &str = "/api/v1/services";
+const NAMESPACES: &str = "/api/v1/namespaces";
+const SLICES: &str = "/apis/discovery.k8s.io/v1/endpointslices";
+const CRDS: [&str; 3] = [
+    "/apis/networking.istio.io/v1/virtualservices",
+    "/apis/networking.istio.io/v1/destinationrules",
+    "/apis/security.istio.io/v1/peerauthentications",
+];
+
+// ------------------------------------------------------------------------------------------- the fake API server
+
+#[derive(Default)]
+struct State {
+    /// Per path, the list responses still to give (status, body); the last one is given again and again.
+    lists: HashMap<String, Vec<(u16, String)>>,
+    /// Per path, the open watch response's sender of lines.
+    watches: HashMap<String, mpsc::UnboundedSender<Bytes>>,
+    /// Every request, `path?query`.
+    requests: Vec<String>,
+    /// Every request's `Authorization` header.
+    authorization: Vec<String>,
+}
+
+#[derive(Clone)]
+struct FakeApi {
+    addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+}
+
+type Body = BoxBody<Bytes, Infallible>;
+
+impl FakeApi {
+    async fn start(lists: HashMap<String, Vec<(u16, String)>>) -> FakeApi {
+        Self::start_with(lists, None).await
+    }
+
+    /// The server, over TLS when `tls` is given.
+    async fn start_with(lists: HashMap<String, Vec<(u16, String)>>, tls: Option<tokio_rustls::TlsAcceptor>) -> FakeApi {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(Mutex::new(State { lists, ..State::default() }));
+        let api = FakeApi { addr, state };
+        let server = api.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { return };
+                let server = server.clone();
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        let server = server.clone();
+                        async move { Ok::<_, Infallible>(server.answer(req)) }
+                    });
+                    let http = hyper::server::conn::http1::Builder::new();
+                    let _ = match tls {
+                        None => http.serve_connection(TokioIo::new(stream), service).await,
+                        Some(tls) => {
+                            let Ok(stream) = tls.accept(stream).await else { return };
+                            http.serve_connection(TokioIo::new(stream), service).await
+                        }
+                    };
+                });
+            }
+        });
+        api
+    }
+
+    fn answer(&self, req: Request<hyper::body::Incoming>) -> Response<Body> {
+        let path = req.uri().path().to_string();
+        let query = req.uri().query().unwrap_or_default().to_string();
+        let mut state = self.state.lock().unwrap();
+        state.requests.push(format!("{path}?{query}"));
+        let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        state.authorization.push(auth.to_string());
+        let watch = query.split('&').any(|p| p == "watch=true" || p == "watch=1");
+        let Some(answers) = state.lists.get_mut(&path) else {
+            return text(404, "404 page not found");
+        };
+        let (status, body) = if answers.len() > 1 { answers.remove(0) } else { answers[0].clone() };
+        if status != 200 || !watch {
+            return text(status, &body);
+        }
+        let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
+        state.watches.insert(path, tx);
+        let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(rx).map(|b| Ok(Frame::data(b)));
+        Response::builder()
+            .header("content-type", "application/json")
+            .body(BodyExt::boxed(StreamBody::new(stream)))
+            .unwrap()
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.state.lock().unwrap().requests.clone()
+    }
+
+    /// How many list (`watch` false) and watch requests `path` got.
+    fn count(&self, path: &str, watch: bool) -> usize {
+        self.requests()
+            .iter()
+            .filter(|r| r.split('?').next() == Some(path) && r.contains("watch=true") == watch)
+            .count()
+    }
+
+    /// Waits until `path` has been asked for `n` watches and the last one is open.
+    async fn watching(&self, path: &str, n: usize) {
+        wait_for(&format!("watch {n} of {path}"), || {
+            self.count(path, true) >= n && self.state.lock().unwrap().watches.contains_key(path)
+        })
+        .await;
+    }
+
+    /// Sends one event line on the open watch of `path`.
+    fn push(&self, path: &str, line: &str) {
+        let state = self.state.lock().unwrap();
+        let tx = state.watches.get(path).unwrap_or_else(|| panic!("no watch of {path} open"));
+        tx.send(Bytes::from(format!("{}\n", line.trim_end()))).unwrap();
+    }
+
+    /// Ends the open watch response of `path`, as the API server does after an ERROR event.
+    fn end(&self, path: &str) {
+        self.state.lock().unwrap().watches.remove(path);
+    }
+
+    fn client(&self) -> kube::Client {
+        let config = kube::Config::new(format!("http://{}", self.addr).parse().unwrap());
+        kube::Client::try_from(config).unwrap()
+    }
+}
+
+fn text(status: u16, body: &str) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::from_u16(status).unwrap())
+        .header("content-type", if body.starts_with('{') { "application/json" } else { "text/plain" })
+        .body(BodyExt::boxed(Full::new(Bytes::from(body.to_string()))))
+        .unwrap()
+}
+
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The next version, within [`WAIT`].
+async fn next(source: &mut KubeSource) -> Version {
+    match tokio::time::timeout(WAIT, source.next()).await {
+        Ok(Some(Ok(v))) => v,
+        Ok(Some(Err(e))) => panic!("a version that does not load: {e}"),
+        Ok(None) => panic!("the source ended"),
+        Err(_) => panic!("no version within {WAIT:?}"),
+    }
+}
+
+fn whole(v: Version) -> (Cluster, String) {
+    match v.change {
+        Change::Whole(c) => (c, v.cause),
+        Change::Objects { .. } => panic!("expected a whole version"),
+    }
+}
+
+// --------------------------------------------------------------------------------- fixtures from the quickstart
+
+fn quickstart() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/quickstart")
+}
+
+fn file_cluster() -> Cluster {
+    podmesh_model::load(&[podmesh_model::Source::Path(quickstart())]).unwrap().cluster
+}
+
+/// The quickstart's documents as written, in file order.
+fn documents() -> Vec<Value> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(quickstart())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .flat_map(|f| podmesh_model::objects(&std::fs::read_to_string(f).unwrap(), false))
+        .map(|(_, v)| v)
+        .collect()
+}
+
+fn list(kind: &str, resource_version: &str, items: Vec<Value>) -> String {
+    json!({"apiVersion": "v1", "kind": format!("{kind}List"), "metadata": {"resourceVersion": resource_version},
+           "items": items})
+    .to_string()
+}
+
+/// A list item: the API gives items no apiVersion and kind.
+fn item(mut v: Value, uid: &str) -> Value {
+    let map = v.as_object_mut().unwrap();
+    map.remove("apiVersion");
+    map.remove("kind");
+    map["metadata"]["uid"] = json!(uid);
+    map["metadata"]["resourceVersion"] = json!("10");
+    map["metadata"]["creationTimestamp"] = json!("2026-11-27T06:00:00Z");
+    v
+}
+
+/// The quickstart's Namespaces as written.
+fn api_namespaces() -> Vec<Value> {
+    documents().into_iter().filter(|d| d["kind"] == "Namespace").map(|d| item(d, "ns-uid")).collect()
+}
+
+/// The quickstart's Services as written, with the ClusterIP the API server gave them (the file source's).
+fn api_services(file: &Cluster) -> Vec<Value> {
+    documents()
+        .into_iter()
+        .filter(|d| d["kind"] == "Service")
+        .map(|mut d| {
+            let key =
+                ObjectKey::new(d["metadata"]["namespace"].as_str().unwrap(), d["metadata"]["name"].as_str().unwrap());
+            let svc = &file.services[&key];
+            let spec = d["spec"].as_object_mut().unwrap();
+            if !svc.headless {
+                spec.insert("clusterIP".into(), json!(svc.cluster_ips[0].to_string()));
+                let ips: Vec<String> = svc.cluster_ips.iter().map(|ip| ip.to_string()).collect();
+                spec.insert("clusterIPs".into(), json!(ips));
+            }
+            spec.insert("type".into(), json!("ClusterIP"));
+            spec.insert("sessionAffinity".into(), json!("None"));
+            spec.insert("ipFamilies".into(), json!(["IPv4"]));
+            spec.insert("ipFamilyPolicy".into(), json!("SingleStack"));
+            spec.insert("internalTrafficPolicy".into(), json!("Cluster"));
+            item(d, &format!("svc-uid-{}", key.name))
+        })
+        .collect()
+}
+
+/// One pod as the API server shows it: its controller, the fields the kubelet and admission add, its IP and its
+/// Ready condition.
+fn api_pod(pod: &Pod) -> Value {
+    let mut meta = json!({
+        "name": pod.key.name, "namespace": pod.key.namespace, "uid": format!("pod-uid-{}", pod.key.name),
+        "labels": pod.labels, "annotations": pod.annotations, "resourceVersion": "10",
+        "managedFields": [{"manager": "kube-controller-manager", "operation": "Update", "fieldsType": "FieldsV1"}],
+    });
+    match &pod.owner {
+        Some(Owner { kind: WorkloadKind::Deployment, name }) => {
+            let hash = &pod.labels["pod-template-hash"];
+            meta["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                "name": format!("{name}-{hash}"), "uid": "rs-uid", "controller": true, "blockOwnerDeletion": true}]);
+        }
+        Some(Owner { kind: WorkloadKind::StatefulSet, name }) => {
+            meta["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": name,
+                "uid": "sts-uid", "controller": true, "blockOwnerDeletion": true}]);
+        }
+        None => {}
+    }
+    let containers: Vec<Value> = pod
+        .containers
+        .iter()
+        .map(|c| {
+            let ports: Vec<Value> = c
+                .ports
+                .iter()
+                .map(|p| {
+                    let mut port = json!({"containerPort": p.port.0, "protocol": p.protocol});
+                    if let Some(n) = &p.name {
+                        port["name"] = json!(n);
+                    }
+                    port
+                })
+                .collect();
+            json!({"name": c.name, "image": "podmesh:dev", "ports": ports, "volumeMounts": [
+                {"name": "kube-api-access", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
+                 "readOnly": true}]})
+        })
+        .collect();
+    let mut spec = json!({
+        "containers": containers, "serviceAccountName": pod.service_account, "serviceAccount": pod.service_account,
+        "restartPolicy": "Always", "dnsPolicy": "ClusterFirst", "nodeName": "node-1", "schedulerName": "default-scheduler",
+        "volumes": [{"name": "kube-api-access", "projected": {"sources": [{"serviceAccountToken": {"path": "token"}}]}}],
+    });
+    if let Some(h) = &pod.hostname {
+        spec["hostname"] = json!(h);
+    }
+    if let Some(s) = &pod.subdomain {
+        spec["subdomain"] = json!(s);
+    }
+    let ready = if pod.ready { "True" } else { "False" };
+    json!({
+        "metadata": meta,
+        "spec": spec,
+        "status": {"phase": "Running", "hostIP": "172.18.0.2", "podIP": pod.ip.to_string(),
+                   "podIPs": [{"ip": pod.ip.to_string()}],
+                   "conditions": [{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": ready},
+                                  {"type": "ContainersReady", "status": ready}]},
+    })
+}
+
+/// The list responses of the quickstart, CRDs served (and empty) or not (404).
+fn quickstart_lists(file: &Cluster, crds: bool) -> HashMap<String, Vec<(u16, String)>> {
+    let pods: Vec<Value> = file.pods.values().map(api_pod).collect();
+    let mut lists = HashMap::from([
+        (NAMESPACES.to_string(), vec![(200, list("Namespace", "100", api_namespaces()))]),
+        (SERVICES.to_string(), vec![(200, list("Service", "100", api_services(file)))]),
+        (SLICES.to_string(), vec![(200, list("EndpointSlice", "100", vec![]))]),
+        (PODS.to_string(), vec![(200, list("Pod", "100", pods))]),
+    ]);
+    if crds {
+        for path in CRDS {
+            lists.insert(path.to_string(), vec![(200, list("X", "100", vec![]))]);
+        }
+    }
+    lists
+}
+
+fn recorded(name: &str) -> Vec<String> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/recorded").join(name);
+    std::fs::read_to_string(path).unwrap().lines().map(str::to_string).collect()
+}
+
+async fn connect(api: &FakeApi) -> (KubeSource, Cluster, String) {
+    match KubeSource::connect_within(api.client(), WAIT).await {
+        Ok(x) => x,
+        Err(e) => panic!("connect: {e}; requests: {:#?}", api.requests()),
+    }
+}
+
+fn pod(c: &Cluster, ns: &str, name: &str) -> Option<Pod> {
+    c.pods.get(&ObjectKey::new(ns, name)).cloned()
+}
+
+// ------------------------------------------------------------------------------------------------------- tests
+
+/// Contract 1: the quickstart through the API is the quickstart from its files: the same pods (IPs, readiness,
+/// labels, service accounts, workloads), Services (ClusterIPs, ports) and Namespaces, and for every pod the same
+/// sidecar config.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_gives_the_cluster_and_sidecar_configs_of_the_files() {
+    let file = file_cluster();
+    let api = FakeApi::start(quickstart_lists(&file, true)).await;
+    let (_source, cluster, cause) = connect(&api).await;
+    assert!(cause.starts_with("start: Kubernetes API (1 Namespaces, "), "{cause}");
+    assert!(file.pods.len() >= 8, "the quickstart has its pods");
+
+    assert_eq!(cluster.namespaces.keys().collect::<Vec<_>>(), file.namespaces.keys().collect::<Vec<_>>());
+    for (name, ns) in &file.namespaces {
+        assert_eq!(cluster.namespaces[name].labels, ns.labels, "namespace {name}");
+    }
+    assert_eq!(cluster.services.keys().collect::<Vec<_>>(), file.services.keys().collect::<Vec<_>>());
+    for (key, svc) in &file.services {
+        let got = &cluster.services[key];
+        assert_eq!(
+            (&got.cluster_ips, got.headless, &got.selector, &got.ports, got.publish_not_ready_addresses),
+            (&svc.cluster_ips, svc.headless, &svc.selector, &svc.ports, svc.publish_not_ready_addresses),
+            "service {key}"
+        );
+    }
+    assert_eq!(cluster.pods.keys().collect::<Vec<_>>(), file.pods.keys().collect::<Vec<_>>());
+    for (key, p) in &file.pods {
+        let got = &cluster.pods[key];
+        assert_eq!(
+            (got.ip, got.ready, &got.labels, &got.annotations, got.sidecar, &got.service_account),
+            (p.ip, p.ready, &p.labels, &p.annotations, p.sidecar, &p.service_account),
+            "pod {key}"
+        );
+        assert_eq!((&got.hostname, &got.subdomain, &got.owner), (&p.hostname, &p.subdomain, &p.owner), "pod {key}");
+        assert_eq!(got.workload_name(), p.workload_name(), "pod {key}");
+        let ports = |p: &Pod| p.container_ports().cloned().collect::<Vec<_>>();
+        assert_eq!(ports(got), ports(p), "pod {key}");
+        assert!(!got.ip_allocated, "pod {key}: the API gives its IP");
+    }
+    assert!(cluster.pods.values().any(|p| p.owner.as_ref().is_some_and(|o| o.kind == WorkloadKind::StatefulSet)));
+    assert!(cluster.pods.values().any(|p| p.owner.as_ref().is_some_and(|o| o.kind == WorkloadKind::Deployment)));
+
+    let (from_api, from_files) = (Index::new(cluster), Index::new(file.clone()));
+    let mut meshed = 0;
+    for key in file.pods.keys() {
+        let (a, f) = (from_api.proxy_config(key), from_files.proxy_config(key));
+        match (a, f) {
+            (Ok(a), Ok(f)) => {
+                assert_eq!(a, f, "sidecar config of {key}");
+                meshed += 1;
+            }
+            (Err(a), Err(f)) => assert_eq!(a.to_string(), f.to_string(), "pod {key}"),
+            (a, f) => panic!("pod {key}: through the API {a:?}, through the files {f:?}"),
+        }
+    }
+    assert!(meshed >= 7, "{meshed} meshed pods compared");
+
+    // kube-rs listed each kind, then watched it from the list's resourceVersion.
+    for path in [NAMESPACES, SERVICES, SLICES, PODS].into_iter().chain(CRDS) {
+        assert!(api.count(path, false) >= 1, "{path} listed: {:#?}", api.requests());
+    }
+    api.watching(PODS, 1).await;
+    let watch = api.requests().into_iter().find(|r| r.starts_with(PODS) && r.contains("watch=true")).unwrap();
+    assert!(watch.contains("resourceVersion=100") && watch.contains("allowWatchBookmarks=true"), "{watch}");
+}
+
+/// Contract 2: watch events make the next version: a pod turned not ready (MODIFIED), a Service DELETED; a
+/// BOOKMARK makes none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_events_make_the_next_version() {
+    let file = file_cluster();
+    let api = FakeApi::start(quickstart_lists(&file, true)).await;
+    let (mut source, first, _) = connect(&api).await;
+    api.watching(PODS, 1).await;
+    api.watching(SERVICES, 1).await;
+
+    let web = file.pods.values().find(|p| p.labels.get("app").map(String::as_str) == Some("web")).unwrap();
+    assert!(pod(&first, "shop", &web.key.name).unwrap().ready);
+    let mut not_ready = web.clone();
+    not_ready.ready = false;
+    let mut object = api_pod(&not_ready);
+    object["apiVersion"] = json!("v1");
+    object["kind"] = json!("Pod");
+    object["metadata"]["resourceVersion"] = json!("101");
+    api.push(PODS, &json!({"type": "MODIFIED", "object": object}).to_string());
+    let (c, cause) = whole(next(&mut source).await);
+    assert!(!pod(&c, "shop", &web.key.name).unwrap().ready, "{cause}");
+    assert_eq!(cause, format!("Pod shop/{} edited", web.key.name));
+    assert_eq!(c.pods.len(), file.pods.len());
+
+    let legacy = api_services(&file).into_iter().find(|s| s["metadata"]["name"] == "legacy").unwrap();
+    let mut legacy = legacy;
+    legacy["metadata"]["resourceVersion"] = json!("102");
+    api.push(SERVICES, &json!({"type": "DELETED", "object": legacy}).to_string());
+    let (c, cause) = whole(next(&mut source).await);
+    assert_eq!(cause, "Service shop/legacy deleted");
+    assert!(!c.services.contains_key(&ObjectKey::new("shop", "legacy")));
+    assert_eq!(c.services.len(), file.services.len() - 1);
+
+    api.push(
+        PODS,
+        r#"{"type":"BOOKMARK","object":{"kind":"Pod","apiVersion":"v1","metadata":{"resourceVersion":"103"}}}"#,
+    );
+    assert!(tokio::time::timeout(Duration::from_millis(500), source.next()).await.is_err(), "a bookmark is no version");
+
+    // What the model does not read makes no version either: the kubelet's status churn (restart counts, probe
+    // times), and a pod without an IP yet.
+    object["metadata"]["resourceVersion"] = json!("104");
+    object["status"]["containerStatuses"] = json!([{"name": "web", "restartCount": 3, "ready": false}]);
+    object["status"]["conditions"][1]["lastProbeTime"] = json!("2026-11-27T06:30:00Z");
+    api.push(PODS, &json!({"type": "MODIFIED", "object": object}).to_string());
+    let mut pending = api_pod(web);
+    pending["metadata"]["name"] = json!("web-pending");
+    pending["metadata"]["resourceVersion"] = json!("105");
+    pending["status"] = json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "True"}]});
+    api.push(PODS, &json!({"type": "ADDED", "object": pending}).to_string());
+    assert!(tokio::time::timeout(Duration::from_millis(500), source.next()).await.is_err(), "no change to the model");
+    // Once it has an IP, it is there.
+    pending["metadata"]["resourceVersion"] = json!("106");
+    pending["status"] = json!({"phase": "Running", "podIP": "10.244.201.1",
+        "conditions": [{"type": "Ready", "status": "False"}]});
+    api.push(PODS, &json!({"type": "MODIFIED", "object": pending}).to_string());
+    let (c, cause) = whole(next(&mut source).await);
+    assert_eq!(cause, "Pod shop/web-pending added");
+    let p = pod(&c, "shop", "web-pending").unwrap();
+    assert!(!p.ready && p.owner == web.owner, "{p:?}");
+}
+
+/// In a cluster every Service with a selector has EndpointSlices, made by the EndpointSlice controller from the
+/// pods; with them the sidecar configs are still those of the files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_slices_as_the_controller_makes_them_give_the_same_configs() {
+    let file = file_cluster();
+    let mut lists = quickstart_lists(&file, true);
+    let mut slices = Vec::new();
+    for svc in file.services.values() {
+        let Some(selector) = &svc.selector else { continue };
+        let pods: Vec<&Pod> = file
+            .pods
+            .values()
+            .filter(|p| {
+                p.key.namespace == svc.key.namespace && selector.iter().all(|(k, v)| p.labels.get(k) == Some(v))
+            })
+            .collect();
+        let endpoints: Vec<Value> = pods
+            .iter()
+            .map(|p| {
+                let mut e = json!({"addresses": [p.ip.to_string()],
+                    "conditions": {"ready": p.ready, "serving": p.ready, "terminating": false},
+                    "targetRef": {"kind": "Pod", "namespace": p.key.namespace, "name": p.key.name, "uid": "u"},
+                    "nodeName": "node-1"});
+                if let (Some(h), Some(sub)) = (&p.hostname, &p.subdomain)
+                    && **sub == *svc.key.name
+                {
+                    e["hostname"] = json!(h);
+                }
+                e
+            })
+            .collect();
+        let ports: Vec<Value> = svc
+            .ports
+            .iter()
+            .filter_map(|sp| {
+                let port = match &sp.target_port {
+                    podmesh_model::TargetPortRef::Number(n) => n.0,
+                    podmesh_model::TargetPortRef::Name(n) => pods.first()?.named_port(n)?.0,
+                };
+                let mut out = json!({"port": port, "protocol": sp.protocol});
+                if let Some(n) = &sp.name {
+                    out["name"] = json!(n);
+                }
+                if let Some(a) = &sp.app_protocol {
+                    out["appProtocol"] = json!(a);
+                }
+                Some(out)
+            })
+            .collect();
+        slices.push(json!({
+            "metadata": {"name": format!("{}-abcde", svc.key.name), "namespace": svc.key.namespace,
+                "resourceVersion": "10", "labels": {"kubernetes.io/service-name": svc.key.name,
+                "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"}},
+            "addressType": "IPv4", "endpoints": endpoints, "ports": ports,
+        }));
+    }
+    assert!(slices.len() >= 5);
+    lists.insert(SLICES.to_string(), vec![(200, list("EndpointSlice", "100", slices))]);
+    let api = FakeApi::start(lists).await;
+    let (_source, cluster, _) = connect(&api).await;
+    assert_eq!(cluster.endpoint_slices.len(), file.services.values().filter(|s| s.selector.is_some()).count());
+    let (from_api, from_files) = (Index::new(cluster), Index::new(file.clone()));
+    for key in file.pods.keys() {
+        assert_eq!(from_api.proxy_config(key).ok(), from_files.proxy_config(key).ok(), "sidecar config of {key}");
+    }
+}
+
+/// Contract 2 and 3 on the committed stream `recorded/pods-watch.ndjson`: ADDED, MODIFIED, BOOKMARK, DELETED,
+/// then ERROR 410 Gone, after which kube-rs lists again; a pod missing from that list is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_recorded_watch_stream_and_a_relist_after_410_gone() {
+    let file = file_cluster();
+    let mut lists = quickstart_lists(&file, true);
+    // The second list of pods (after the 410) no longer has `client`: it was deleted while the watch was down.
+    let pods: Vec<Value> = file.pods.values().filter(|p| &*p.key.name != "client").map(api_pod).collect();
+    lists.get_mut(PODS).unwrap().push((200, list("Pod", "150", pods)));
+    let api = FakeApi::start(lists).await;
+    let (mut source, first, _) = connect(&api).await;
+    assert!(pod(&first, "shop", "client").is_some());
+    api.watching(PODS, 1).await;
+    let stream = recorded("pods-watch.ndjson");
+    assert_eq!(stream.len(), 5);
+
+    api.push(PODS, &stream[0]); // ADDED
+    let (c, cause) = whole(next(&mut source).await);
+    assert_eq!(cause, "Pod shop/debug added");
+    let debug = pod(&c, "shop", "debug").unwrap();
+    assert!(debug.ready && debug.sidecar && debug.owner.is_none());
+    assert_eq!(debug.ip.to_string(), "10.244.200.9");
+    assert_eq!(Index::new(c).proxy_config(&debug.key).unwrap().workload.workload, "debug");
+
+    api.push(PODS, &stream[1]); // MODIFIED: not ready
+    let (c, cause) = whole(next(&mut source).await);
+    assert_eq!(cause, "Pod shop/debug edited");
+    assert!(!pod(&c, "shop", "debug").unwrap().ready);
+
+    api.push(PODS, &stream[2]); // BOOKMARK
+    assert!(tokio::time::timeout(Duration::from_millis(500), source.next()).await.is_err(), "a bookmark is no version");
+
+    api.push(PODS, &stream[3]); // DELETED
+    let (c, cause) = whole(next(&mut source).await);
+    assert_eq!(cause, "Pod shop/debug deleted");
+    assert!(pod(&c, "shop", "debug").is_none());
+    assert_eq!(c.pods.len(), file.pods.len());
+
+    assert_eq!(api.count(PODS, false), 1);
+    api.push(PODS, &stream[4]); // ERROR 410 Gone
+    api.end(PODS);
+    let (c, cause) = whole(next(&mut source).await);
+    assert_eq!(cause, "re-list of Pods; Pod shop/client deleted");
+    assert!(pod(&c, "shop", "client").is_none());
+    assert_eq!(c.pods.len(), file.pods.len() - 1);
+    assert_eq!(api.count(PODS, false), 2, "listed again: {:#?}", api.requests());
+    // And watches again from the new list's resourceVersion.
+    api.watching(PODS, 2).await;
+    let last = api.requests().into_iter().rfind(|r| r.starts_with(PODS) && r.contains("watch=true")).unwrap();
+    assert!(last.contains("resourceVersion=150"), "{last}");
+}
+
+/// Contract 4: Istio's CRDs not installed (404 on their lists): empty kinds and a warning, not an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crds_not_installed_are_empty() {
+    let file = file_cluster();
+    let api = FakeApi::start(quickstart_lists(&file, false)).await;
+    let (_source, cluster, cause) = connect(&api).await;
+    assert!(cluster.virtual_services.is_empty() && cluster.destination_rules.is_empty());
+    assert!(cluster.peer_authentications.is_empty());
+    assert_eq!(cluster.pods.len(), file.pods.len());
+    for kind in ["VirtualServices", "DestinationRules", "PeerAuthentications"] {
+        assert!(cause.contains(&format!("{kind} (")) && cause.contains("not served"), "{kind}: {cause}");
+    }
+    for path in CRDS {
+        assert!(api.count(path, false) >= 1, "{path}");
+        assert_eq!(api.count(path, true), 0, "{path} is not watched before it lists");
+    }
+}
+
+/// Istio objects are read from the API: a VirtualService listed is in the cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn istio_objects_are_read() {
+    let file = file_cluster();
+    let mut lists = quickstart_lists(&file, true);
+    let vs = json!({"metadata": {"name": "web", "namespace": "shop", "resourceVersion": "9"},
+        "spec": {"hosts": ["web"], "http": [{"route": [{"destination": {"host": "web"}}]}]}});
+    lists.insert(CRDS[0].to_string(), vec![(200, list("VirtualService", "100", vec![vs]))]);
+    let pa = json!({"metadata": {"name": "default", "namespace": "shop", "resourceVersion": "9"},
+        "spec": {"mtls": {"mode": "STRICT"}}});
+    lists.insert(CRDS[2].to_string(), vec![(200, list("PeerAuthentication", "100", vec![pa]))]);
+    let api = FakeApi::start(lists).await;
+    let (_source, cluster, _) = connect(&api).await;
+    assert!(cluster.virtual_services.contains_key(&ObjectKey::new("shop", "web")));
+    assert!(cluster.peer_authentications.contains_key(&ObjectKey::new("shop", "default")));
+}
+
+/// A version that does not load is an `Err` (the control plane keeps the last good one), and the source goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_that_does_not_load_is_an_error() {
+    let file = file_cluster();
+    let api = FakeApi::start(quickstart_lists(&file, true)).await;
+    let (mut source, _, _) = connect(&api).await;
+    api.watching(SERVICES, 1).await;
+    let bad = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "bad", "namespace": "shop",
+        "resourceVersion": "101"}, "spec": {"ports": [{"port": 70000}]}});
+    api.push(SERVICES, &json!({"type": "ADDED", "object": bad}).to_string());
+    match tokio::time::timeout(WAIT, source.next()).await {
+        Ok(Some(Err(e))) => assert!(e.starts_with("after Service shop/bad added: "), "{e}"),
+        other => panic!("expected an error, got {other:?}"),
+    }
+    let fixed = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "bad", "namespace": "shop",
+        "resourceVersion": "102"}, "spec": {"clusterIP": "10.96.7.7", "ports": [{"port": 80}]}});
+    api.push(SERVICES, &json!({"type": "MODIFIED", "object": fixed}).to_string());
+    let (c, _) = whole(next(&mut source).await);
+    assert!(c.services.contains_key(&ObjectKey::new("shop", "bad")));
+}
+
+/// Without the API's answers, `connect` gives up in time and says which kinds it waited for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_gives_up_in_time() {
+    let file = file_cluster();
+    let mut lists = quickstart_lists(&file, true);
+    lists.insert(PODS.to_string(), vec![(403, r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"pods is forbidden","reason":"Forbidden","code":403}"#.to_string())]);
+    let api = FakeApi::start(lists).await;
+    match KubeSource::connect_within(api.client(), Duration::from_secs(2)).await {
+        Err(e) => assert!(e.contains("did not list Pods (") && e.contains("forbidden"), "{e}"),
+        Ok(_) => panic!("connected without pods"),
+    }
+}
+
+/// Over TLS (rustls with the ring provider only, as in the rest of the workspace): kube-rs's client builds its
+/// rustls config without panicking and verifies the API server's certificate against the kubeconfig's CA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls() {
+    let file = file_cluster();
+    let key = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let cert = key.cert.der().clone();
+    let private = rustls::pki_types::PrivateKeyDer::Pkcs8(key.signing_key.serialize_der().into());
+    let server = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(vec![cert.clone()], private);
+    let tls = tokio_rustls::TlsAcceptor::from(Arc::new(server.unwrap()));
+    let api = FakeApi::start_with(quickstart_lists(&file, true), Some(tls.clone())).await;
+
+    let mut config = kube::Config::new(format!("https://{}", api.addr).parse().unwrap());
+    config.root_cert = Some(vec![cert.to_vec()]);
+    let (_source, cluster, _) =
+        KubeSource::connect_within(kube::Client::try_from(config).unwrap(), WAIT).await.unwrap();
+    assert_eq!(cluster.pods.len(), file.pods.len());
+
+    // A server certificate the client does not trust: no request gets through, and `connect` gives up.
+    let api = FakeApi::start_with(quickstart_lists(&file, true), Some(tls)).await;
+    let other = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let mut config = kube::Config::new(format!("https://{}", api.addr).parse().unwrap());
+    config.root_cert = Some(vec![other.cert.der().to_vec()]);
+    match KubeSource::connect_within(kube::Client::try_from(config).unwrap(), Duration::from_secs(2)).await {
+        Err(e) => assert!(e.contains("did not list"), "{e}"),
+        Ok(_) => panic!("trusted a certificate it was not given"),
+    }
+    assert_eq!(api.requests(), Vec::<String>::new(), "no request got through");
+}
+
+/// A kubeconfig's context chooses the API server (the other context's server does not answer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kubeconfig_context() {
+    let file = file_cluster();
+    let api = FakeApi::start(quickstart_lists(&file, true)).await;
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let yaml = format!(
+        "apiVersion: v1\nkind: Config\ncurrent-context: other\n\
+         clusters:\n- name: fake\n  cluster:\n    server: http://{}\n\
+         - name: other\n  cluster:\n    server: http://{closed}\n\
+         contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: me\n\
+         - name: other\n  context:\n    cluster: other\n    user: me\n\
+         users:\n- name: me\n  user:\n    token: t0ken\n",
+        api.addr
+    );
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(&yaml).unwrap();
+    let (_source, cluster, _) = KubeSource::from_custom_kubeconfig(kubeconfig, Some("fake")).await.unwrap();
+    assert_eq!(cluster.pods.len(), file.pods.len());
+    assert!(api.count(PODS, false) >= 1);
+    let auth = api.state.lock().unwrap().authorization.clone();
+    assert!(!auth.is_empty() && auth.iter().all(|a| a == "Bearer t0ken"), "{auth:?}");
+}
