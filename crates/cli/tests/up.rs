@@ -885,28 +885,23 @@ spec:
             go = go.display()
         )
     };
-    let volumes = r#"apiVersion: v1
+    // Two pods, each writing its own name into its own emptyDir at /mnt.
+    let scratch = |name: &str| {
+        format!(
+            r#"apiVersion: v1
 kind: Pod
-metadata: {name: scratch-a, namespace: kubelet}
+metadata: {{name: {name}, namespace: kubelet}}
 spec:
   containers:
     - name: app
       command: ["sh", "-c", "echo $(POD_NAME) > /mnt/who && exec sleep infinity"]
-      env: [{name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}]
-      volumeMounts: [{name: scratch, mountPath: /mnt}]
-  volumes: [{name: scratch, emptyDir: {}}]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: scratch-b, namespace: kubelet}
-spec:
-  containers:
-    - name: app
-      command: ["sh", "-c", "echo $(POD_NAME) > /mnt/who && exec sleep infinity"]
-      env: [{name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}]
-      volumeMounts: [{name: scratch, mountPath: /mnt}]
-  volumes: [{name: scratch, emptyDir: {}}]
-"#;
+      env: [{{name: POD_NAME, valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}}}]
+      volumeMounts: [{{name: scratch, mountPath: /mnt}}]
+  volumes: [{{name: scratch, emptyDir: {{}}}}]
+"#
+        )
+    };
+    let volumes = format!("{}---\n{}", scratch("scratch-a"), scratch("scratch-b"));
     let manifest = dir.join("kubelet.yaml");
     let text = format!("{}{}{volumes}", set("ordered", "OrderedReady", true), set("parallel", "Parallel", false));
     std::fs::write(&manifest, text).unwrap();
@@ -947,7 +942,7 @@ spec:
     assert!(volume.exists());
     // Removed with the pod.
     let only_b = dir.join("scratch-b.yaml");
-    std::fs::write(&only_b, volumes.split("---\n").nth(1).unwrap()).unwrap();
+    std::fs::write(&only_b, scratch("scratch-b")).unwrap();
     let out = mesh.podmesh(&["delete", "-f", only_b.to_str().unwrap()]);
     assert!(out.status.success(), "{out:?}");
     wait_for(|| !volume.exists(), "scratch-b's volume removed");
