@@ -411,13 +411,11 @@ impl ControlPlane {
         let authority = Authority::open(dir, &cluster.mesh.trust_domain, ttl)?;
         let control = Control::new(cluster.clone(), cause.into(), authority).map_err(|e| anyhow!(e))?;
         let grpc_addr = SocketAddr::new(gateway, 15012);
-        let grpc = tokio::net::TcpListener::bind(grpc_addr).await.with_context(|| format!("binding {grpc_addr}"))?;
+        let grpc = bind(grpc_addr).await?;
         // Monitoring on the node's address, as istiod's 15014 is reachable in a cluster: `podmesh proxy-status
         // --monitoring 10.244.0.1:15014` from a pod shows every sidecar's sync state.
         let monitoring_addr = SocketAddr::new(gateway, 15014);
-        let monitoring = tokio::net::TcpListener::bind(monitoring_addr)
-            .await
-            .with_context(|| format!("binding {monitoring_addr}"))?;
+        let monitoring = bind(monitoring_addr).await?;
         let stop = tokio_util::sync::CancellationToken::new();
         let serving = {
             let (control, stop) = (control.clone(), stop.clone());
@@ -433,6 +431,20 @@ impl ControlPlane {
         let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.serving).await;
         self.serving.abort();
         self.nat.abort();
+    }
+}
+
+/// Binds a listener. A control plane being restarted may still hold the address for a moment (its tasks are
+/// aborted, not yet dropped): a bind that finds it in use is tried again, for at most 5 s.
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
+    let start = Instant::now();
+    loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && start.elapsed() < Duration::from_secs(5) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return other.with_context(|| format!("binding {addr}")),
+        }
     }
 }
 
