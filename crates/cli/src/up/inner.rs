@@ -108,11 +108,9 @@ async fn run_async(files: &[PathBuf], state: &Path) -> Result<()> {
     let listener = UnixListener::bind(&socket).with_context(|| format!("binding {}", socket.display()))?;
     tokio::spawn(accept(listener, requests_tx));
 
-    let shared = Arc::clone(&control.shared);
     let mut mesh = Mesh {
         store,
         cluster,
-        shared,
         control,
         current,
         control_dir,
@@ -162,7 +160,6 @@ struct Mesh {
     store: Store,
     /// The cluster as last applied, with the node's readiness.
     cluster: Cluster,
-    shared: Arc<Shared>,
     control: ControlPlane,
     /// The control plane being served, as the DNS reads it.
     current: Arc<std::sync::RwLock<Arc<Shared>>>,
@@ -182,7 +179,7 @@ impl Mesh {
                 self.ready.insert(pod.clone(), ready);
                 if let Some(p) = self.cluster.pods.get_mut(&pod) {
                     p.ready = ready;
-                    if let Err(e) = Control::set_pod_ready(&self.shared, &pod, ready).await {
+                    if let Err(e) = Control::set_pod_ready(&self.control.shared, &pod, ready).await {
                         eprintln!("podmesh up: {pod}: {e}");
                     }
                 }
@@ -256,7 +253,7 @@ impl Mesh {
             pod.ready = self.ready.get(&pod.key).copied().unwrap_or(false);
         }
         let version = Version { change: Change::Whole(cluster.clone()), cause };
-        Control::apply(&self.shared, version).await?;
+        Control::apply(&self.control.shared, version).await?;
         self.store = store;
         self.cluster = cluster;
         self.announced = self.cluster.pods.values().all(|p| p.ready);
@@ -271,11 +268,10 @@ impl Mesh {
         let next = ControlPlane::start(&self.cluster, &self.control_dir, self.gateway, "podmesh up: restarted")
             .await
             .map_err(|e| format!("{e:#}"))?;
-        self.shared = Arc::clone(&next.shared);
         *self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::clone(&next.shared);
         self.control = next;
         eprintln!("[{:7.1}s] control plane restarted", self.started.elapsed().as_secs_f64());
-        Ok(self.shared.current().generation)
+        Ok(self.control.shared.current().generation)
     }
 
     fn status(&self, node: &Node) -> Status {
@@ -306,7 +302,7 @@ impl Mesh {
                 }
             })
             .collect();
-        let index = self.shared.index.read();
+        let index = self.control.shared.index.read();
         let mut services = Vec::new();
         let mut endpoints = Vec::new();
         for svc in self.cluster.services.values() {
@@ -340,7 +336,7 @@ impl Mesh {
                 not_ready,
             });
         }
-        Status { pods, services, endpoints, generation: self.shared.current().generation }
+        Status { pods, services, endpoints, generation: self.control.shared.current().generation }
     }
 }
 
