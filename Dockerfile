@@ -1,10 +1,15 @@
-# The podmesh image: one binary for the control plane, the sidecar (`podmesh proxy`) and the capture init
-# container (`podmesh capture install`, which needs iptables). `podmesh inject` points pods at it (--image).
+# The podmesh image: one binary for the control plane (`podmesh control --kube`), the sidecar (`podmesh proxy`)
+# and the capture init container (`podmesh capture install`, which needs iptables). `podmesh install` runs the
+# control plane from it and `podmesh inject` (or the webhook) points pods at it (--image, --proxy-image).
 #   docker build -t ghcr.io/podmesh/podmesh:0.1.0 .
+# A sidecar-only image, with no Kubernetes client crates in it (it cannot run `control --kube` or
+# `install --apply`):
+#   docker build --build-arg CARGO_FLAGS=--no-default-features -t ghcr.io/podmesh/podmesh-proxy:0.1.0 .
 FROM rust:1-bookworm AS build
+ARG CARGO_FLAGS=
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p podmesh
+RUN cargo build --release --locked -p podmesh $CARGO_FLAGS
 
 FROM debian:bookworm-slim
 RUN apt-get update \

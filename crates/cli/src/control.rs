@@ -9,14 +9,39 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
 use podmesh_control::server::Syncz;
-use podmesh_control::{Authority, Control, FileSource};
-use podmesh_model::ObjectKey;
+use podmesh_control::{Authority, Control, FileSource, Source};
+use podmesh_model::{Cluster, ObjectKey};
 
 #[derive(Args, Debug)]
 pub struct ControlArgs {
     /// Manifests to serve: files or directories (watched: every add, edit and delete applies live). Repeatable.
-    #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
+    #[arg(
+        short = 'f',
+        long = "filename",
+        value_name = "PATH",
+        required_unless_present = "kube",
+        conflicts_with = "kube"
+    )]
     files: Vec<PathBuf>,
+    /// Serve the cluster the Kubernetes API holds (watched live), with the kubeconfig ($KUBECONFIG, else
+    /// ~/.kube/config) or, in a pod, its ServiceAccount. Sidecars then also authenticate with their projected
+    /// ServiceAccount tokens (checked by TokenReview), and the roots are kept in every namespace's ConfigMap
+    /// podmesh-root.
+    #[arg(long)]
+    kube: bool,
+    /// The kubeconfig context to use (default: its current context).
+    #[arg(long, value_name = "NAME", requires = "kube")]
+    context: Option<String>,
+    /// Serve the sidecar-injection admission webhook (HTTPS, POST /inject) on this address.
+    #[arg(long, value_name = "ADDR", requires = "kube")]
+    webhook: Option<SocketAddr>,
+    /// The webhook's Service as the API server calls it, NAME.NAMESPACE: its certificate names
+    /// NAME.NAMESPACE.svc.
+    #[arg(long, value_name = "NAME.NAMESPACE", default_value = "podmesh-control.podmesh-system")]
+    webhook_service: String,
+    /// The image the injected containers run (the webhook's `podmesh inject --image`).
+    #[arg(long, value_name = "IMAGE")]
+    proxy_image: Option<String>,
     /// Where the CA keeps its root, its token key and extra trusted roots (created on first start).
     #[arg(long, value_name = "DIR", default_value = ".podmesh/control")]
     state: PathBuf,
@@ -32,7 +57,7 @@ pub struct ControlArgs {
     /// How often the manifests are checked for changes, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 200)]
     poll_ms: u64,
-    /// Load the manifests and the CA state, say what would be served, and exit.
+    /// Load the cluster and the CA state, say what would be served, and exit.
     #[arg(long)]
     check: bool,
 }
@@ -56,10 +81,32 @@ pub struct ProxyStatusArgs {
 }
 
 pub fn control(a: ControlArgs) -> Result<ExitCode> {
-    let (source, first, cause) =
-        FileSource::open(a.files.clone(), Duration::from_millis(a.poll_ms.max(10))).map_err(|e| anyhow!(e))?;
-    let ttl = Duration::from_secs(a.cert_ttl_seconds.max(60));
-    let authority = Authority::open(&a.state, &first.mesh.trust_domain, ttl)?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    rt.block_on(async move {
+        if a.kube {
+            return kube::control(a).await;
+        }
+        let (source, first, cause) =
+            FileSource::open(a.files.clone(), Duration::from_millis(a.poll_ms.max(10))).map_err(|e| anyhow!(e))?;
+        let authority = Authority::open(&a.state, &first.mesh.trust_domain, ttl(&a))?;
+        serve(&a, source, first, cause, authority, |_| Ok(Vec::new())).await
+    })
+}
+
+fn ttl(a: &ControlArgs) -> Duration {
+    Duration::from_secs(a.cert_ttl_seconds.max(60))
+}
+
+/// Serves `source` (its first version `first`, from `cause`) until SIGTERM or Ctrl-C, with the tasks `beside`
+/// makes (what the Kubernetes source adds) running alongside; or with `--check`, says what would be served.
+async fn serve(
+    a: &ControlArgs,
+    source: impl Source + 'static,
+    first: Cluster,
+    cause: String,
+    authority: Authority,
+    beside: impl FnOnce(&Control) -> Result<Vec<Task>>,
+) -> Result<ExitCode> {
     let (pods, services) = (first.pods.len(), first.services.len());
     let control = Control::new(first, cause, authority).map_err(|e| anyhow!(e))?;
     let summary = format!(
@@ -71,19 +118,91 @@ pub fn control(a: ControlArgs) -> Result<ExitCode> {
         println!("ok: {summary}");
         return Ok(ExitCode::SUCCESS);
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
-    rt.block_on(async move {
-        let grpc = tokio::net::TcpListener::bind(a.listen).await.with_context(|| format!("binding {}", a.listen))?;
-        let monitoring =
-            tokio::net::TcpListener::bind(a.monitoring).await.with_context(|| format!("binding {}", a.monitoring))?;
-        eprintln!("podmesh control: {summary}; gRPC (xDS, CA) on {}, monitoring on {}", a.listen, a.monitoring);
-        control
-            .serve(grpc, Some(monitoring), source, crate::dataplane::shutdown_signal())
-            .await
-            .map_err(|e| anyhow!(e))?;
-        eprintln!("podmesh control: stopped");
-        Ok(ExitCode::SUCCESS)
-    })
+    let grpc = tokio::net::TcpListener::bind(a.listen).await.with_context(|| format!("binding {}", a.listen))?;
+    let monitoring =
+        tokio::net::TcpListener::bind(a.monitoring).await.with_context(|| format!("binding {}", a.monitoring))?;
+    let _beside: Vec<AbortOnDrop> = beside(&control)?.into_iter().map(|t| AbortOnDrop(tokio::spawn(t))).collect();
+    eprintln!("podmesh control: {summary}; gRPC (xDS, CA) on {}, monitoring on {}", a.listen, a.monitoring);
+    control.serve(grpc, Some(monitoring), source, crate::dataplane::shutdown_signal()).await.map_err(|e| anyhow!(e))?;
+    eprintln!("podmesh control: stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Something that runs beside the control plane until it stops.
+type Task = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The Kubernetes source: `control --kube`.
+#[cfg(feature = "kube")]
+mod kube {
+    use std::sync::Arc;
+
+    use super::*;
+    use podmesh_kube::{KubeSource, review::TokenReviewer, roots};
+
+    pub async fn control(a: ControlArgs) -> Result<ExitCode> {
+        let client = podmesh_kube::apply::client(a.context.as_deref()).await.map_err(|e| anyhow!(e))?;
+        let (source, first, cause) = KubeSource::connect(client.clone()).await.map_err(|e| anyhow!(e))?;
+        let authority = Authority::open(&a.state, &first.mesh.trust_domain, ttl(&a))?
+            .with_token_review(Arc::new(TokenReviewer::new(client.clone(), podmesh_kube::review::AUDIENCE)));
+        let roots_pem = authority.trust_anchors().join("");
+        let beside = |control: &Control| {
+            let mut tasks: Vec<Task> = vec![Box::pin(roots::publish(client, roots_pem, roots::Timing::default()))];
+            if let Some(addr) = a.webhook {
+                tasks.push(webhook(addr, &a, control)?);
+            }
+            Ok(tasks)
+        };
+        serve(&a, source, first, cause, authority, beside).await
+    }
+
+    /// The sidecar-injection webhook on `addr`, with a certificate for the Service the API server calls.
+    fn webhook(addr: SocketAddr, a: &ControlArgs, control: &Control) -> Result<Task> {
+        use podmesh_control::webhook;
+        let (service, namespace) = a
+            .webhook_service
+            .split_once('.')
+            .filter(|(s, n)| !s.is_empty() && !n.is_empty() && !n.contains('.'))
+            .ok_or_else(|| anyhow!("--webhook-service {:?} is not NAME.NAMESPACE", a.webhook_service))?;
+        let names = webhook::service_dns_names(service, namespace);
+        let tls = webhook::serving_config(&control.shared.authority, &names).map_err(|e| anyhow!(e))?;
+        let tls = Arc::new(arc_swap::ArcSwap::new(tls));
+        let mut config =
+            podmesh_inject::Config { trust_domain: control.shared.trust_domain.clone(), ..Default::default() };
+        if let Some(image) = &a.proxy_image {
+            config.image = image.clone();
+        }
+        let listener = std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
+        listener.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        eprintln!(
+            "podmesh control: sidecar-injection webhook on {addr} (https://{}{})",
+            names.join(" or "),
+            webhook::PATH
+        );
+        let shared = Arc::clone(&control.shared);
+        Ok(Box::pin(async move {
+            let _renew = AbortOnDrop(tokio::spawn(webhook::renew(shared, names, Arc::clone(&tls))));
+            webhook::serve(listener, tls, Arc::new(config)).await;
+        }))
+    }
+}
+
+/// Without the `kube` feature, `--kube` says so.
+#[cfg(not(feature = "kube"))]
+mod kube {
+    use super::*;
+
+    pub async fn control(_: ControlArgs) -> Result<ExitCode> {
+        bail!("this podmesh was built without the `kube` feature (cargo build --features kube)")
+    }
 }
 
 pub fn token(a: TokenArgs) -> Result<ExitCode> {

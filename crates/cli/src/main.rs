@@ -17,6 +17,7 @@ mod bench;
 mod control;
 mod dataplane;
 mod inject;
+mod install;
 mod table;
 mod up;
 
@@ -99,6 +100,9 @@ enum Command {
     /// Print the manifests with the sidecar injected into every workload (as `istioctl kube-inject`): the capture
     /// init container, the sidecar, its volumes, the application's probes through 15020.
     Inject(inject::InjectArgs),
+    /// Print the control plane's Kubernetes manifests (Istio's CRDs it reads, its namespace, RBAC, CA Secret,
+    /// Deployment, Service and the sidecar injector's webhook), or server-side apply them with `--apply`.
+    Install(install::InstallArgs),
     /// Run the manifests' pods on this machine, each in its own network namespace with its sidecar, with the
     /// control plane, cluster DNS and Service NAT, all inside private namespaces. In the foreground until Ctrl-C;
     /// `-d` returns once every pod is ready.
@@ -192,6 +196,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::ProxyStatus(a) => control::proxy_status(a),
         Command::Bench(b) => bench::run(b),
         Command::Inject(a) => inject::inject(a),
+        Command::Install(a) => install::install(a),
         Command::Up(a) => up::up(a),
         Command::Apply(a) => up::apply(a),
         Command::Delete(a) => up::delete(a),

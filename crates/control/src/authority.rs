@@ -8,6 +8,8 @@
 //! `trusted-roots.pem` until the old one's certificates have expired.
 
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use podmesh_identity::{Ca, Identity};
@@ -34,19 +36,52 @@ pub enum AuthorityError {
     Random,
 }
 
-/// What the CA holds: the signing root, every trusted root, and the token secret.
+/// What the CA holds: the signing root, every trusted root, the token secret, and on a Kubernetes cluster the
+/// API server's word on ServiceAccount tokens.
 pub struct Authority {
     ca: Ca,
     trust_anchors: Vec<String>,
     token_key: hmac::Key,
     /// Certificate lifetime when the caller does not ask for one, and the most it may ask for.
     pub default_ttl: Duration,
+    token_review: Option<Arc<dyn TokenReview>>,
 }
 
 impl std::fmt::Debug for Authority {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Authority").field("trust_anchors", &self.trust_anchors.len()).finish_non_exhaustive()
+        f.debug_struct("Authority")
+            .field("trust_anchors", &self.trust_anchors.len())
+            .field("token_review", &self.token_review)
+            .finish_non_exhaustive()
     }
+}
+
+/// Who a ServiceAccount token belongs to, as the Kubernetes API server says (a TokenReview's answer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reviewed {
+    pub namespace: String,
+    pub service_account: String,
+    /// The pod a projected token is bound to (`authentication.kubernetes.io/pod-name`); `None` for a token bound
+    /// to no pod (a legacy Secret token), which names no pod and so gets no certificate.
+    pub pod: Option<String>,
+}
+
+/// Why a token was not reviewed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReviewError {
+    /// The API server says the token is not valid (expired, revoked, another audience, not a ServiceAccount's).
+    #[error("{0}")]
+    Refused(String),
+    /// The API server could not be asked (unreachable, or the control plane may not create TokenReviews): the
+    /// sidecar should try again.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// Checks a ServiceAccount token with the API server (`podmesh-kube`'s TokenReview).
+pub trait TokenReview: Send + Sync + std::fmt::Debug {
+    fn review<'a>(&'a self, token: &'a str)
+    -> Pin<Box<dyn Future<Output = Result<Reviewed, ReviewError>> + Send + 'a>>;
 }
 
 const TOKEN_PREFIX: &str = "podmesh-v1";
@@ -89,7 +124,8 @@ impl Authority {
             write_private(&key_path, &to_hex(&k))?;
             k.to_vec()
         };
-        Ok(Authority { ca, trust_anchors, token_key: hmac::Key::new(hmac::HMAC_SHA256, &secret), default_ttl })
+        let token_key = hmac::Key::new(hmac::HMAC_SHA256, &secret);
+        Ok(Authority { ca, trust_anchors, token_key, default_ttl, token_review: None })
     }
 
     /// A CA that lives in memory only, with `token_secret` as its token key (for tests and fuzzing).
@@ -100,7 +136,24 @@ impl Authority {
     ) -> Result<Authority, AuthorityError> {
         let ca = Ca::new(trust_domain).map_err(AuthorityError::Create)?;
         let trust_anchors = vec![ca.cert_pem()];
-        Ok(Authority { ca, trust_anchors, token_key: hmac::Key::new(hmac::HMAC_SHA256, token_secret), default_ttl })
+        let token_key = hmac::Key::new(hmac::HMAC_SHA256, token_secret);
+        Ok(Authority { ca, trust_anchors, token_key, default_ttl, token_review: None })
+    }
+
+    /// Also accepts ServiceAccount tokens, as `review` judges them (on a Kubernetes cluster: TokenReview).
+    pub fn with_token_review(mut self, review: Arc<dyn TokenReview>) -> Authority {
+        self.token_review = Some(review);
+        self
+    }
+
+    /// What judges ServiceAccount tokens, if this CA accepts them.
+    pub fn token_review(&self) -> Option<&Arc<dyn TokenReview>> {
+        self.token_review.as_ref()
+    }
+
+    /// Whether `token` has the form of this CA's bootstrap tokens (whether or not this CA made it).
+    pub fn is_bootstrap_token(token: &str) -> bool {
+        token.trim().starts_with(TOKEN_PREFIX) && token.trim()[TOKEN_PREFIX.len()..].starts_with('/')
     }
 
     /// The bootstrap token of one pod: what the runtime hands that pod's sidecar. It proves nothing but the pod's
@@ -132,6 +185,15 @@ impl Authority {
     /// A certificate and key for the control plane itself.
     pub fn issue(&self, identity: &Identity) -> Result<podmesh_identity::WorkloadCert, podmesh_identity::Error> {
         self.ca.issue(identity, self.default_ttl)
+    }
+
+    /// A certificate and key for a server the Kubernetes API server dials by DNS name (the admission webhook), for
+    /// the default lifetime.
+    pub fn issue_server(
+        &self,
+        dns_names: &[String],
+    ) -> Result<podmesh_identity::WorkloadCert, podmesh_identity::Error> {
+        self.ca.issue_server(dns_names, self.default_ttl)
     }
 
     /// Every root sidecars trust (PEM), the signing root first.

@@ -12,6 +12,7 @@ pub mod server;
 pub mod snapshot;
 pub mod source;
 pub mod status;
+pub mod webhook;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +25,7 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-pub use authority::{Authority, control_identity};
+pub use authority::{Authority, ReviewError, Reviewed, TokenReview, control_identity};
 pub use snapshot::Snapshot;
 pub use source::{Change, FileSource, Source, Version};
 pub use status::{Metrics, Proxies, ProxyStatus};

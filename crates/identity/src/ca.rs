@@ -121,6 +121,18 @@ impl Ca {
         Ok(WorkloadCert { cert_chain_pem: cert.pem(), key_pem: key.serialize_pem() })
     }
 
+    /// A fresh key and a certificate for a TLS server reached by DNS name (the control plane's admission webhook,
+    /// which the Kubernetes API server dials as `<service>.<namespace>.svc`): `dns_names` as its only SANs (no
+    /// SPIFFE URI: it is not a mesh identity), EKU serverAuth only, not CA, valid from now−1 min (clock skew) to
+    /// now+ttl. Refuses an empty list and any name that is not a valid DNS name (no wildcards, no IP addresses, no
+    /// trailing dot).
+    pub fn issue_server(&self, dns_names: &[String], ttl: Duration) -> Result<WorkloadCert, Error> {
+        let params = server_params(dns_names, ttl)?;
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(generate)?;
+        let cert = params.signed_by(&key, &self.issuer).map_err(generate)?;
+        Ok(WorkloadCert { cert_chain_pem: cert.pem(), key_pem: key.serialize_pem() })
+    }
+
     /// Signs a CSR (PEM) for `identity`: the certificate carries `identity` as its only URI SAN whatever the CSR asked
     /// (the caller has authenticated who may have which identity); rejects a CSR whose signature does not verify.
     /// Returns the certificate chain (PEM, leaf first).
@@ -184,6 +196,35 @@ fn leaf_params(identity: &Identity, ttl: Duration) -> Result<CertificateParams, 
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
     // Lets verifiers pick the right root when two (old and new, same subject) are trusted during rotation.
+    params.use_authority_key_identifier_extension = true;
+    params.serial_number = Some(random_serial()?);
+    let (not_before, not_after) = validity(ttl)?;
+    params.not_before = not_before.into();
+    params.not_after = not_after.into();
+    Ok(params)
+}
+
+fn server_params(dns_names: &[String], ttl: Duration) -> Result<CertificateParams, Error> {
+    let Some(first) = dns_names.first() else { return Err(Error::NoDnsName) };
+    let mut subject_alt_names = Vec::with_capacity(dns_names.len());
+    for name in dns_names {
+        let invalid = || Error::InvalidDnsName { name: name.clone() };
+        // webpki's own rules (the ones a rustls client checks the name with), plus no trailing dot, which a SAN
+        // must not carry (RFC 5280 4.2.1.6: "preferred name syntax").
+        rustls_pki_types::DnsName::try_from(name.as_str()).map_err(|_| invalid())?;
+        if name.ends_with('.') {
+            return Err(invalid());
+        }
+        subject_alt_names.push(SanType::DnsName(name.as_str().try_into().map_err(|_| invalid())?));
+    }
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    // Clients match the SANs only; the CN is for people reading the certificate.
+    params.distinguished_name.push(DnType::CommonName, first.as_str());
+    params.subject_alt_names = subject_alt_names;
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params.use_authority_key_identifier_extension = true;
     params.serial_number = Some(random_serial()?);
     let (not_before, not_after) = validity(ttl)?;
@@ -283,5 +324,75 @@ mod tests {
         let err = Ca::from_pem(&leaf.cert_chain_pem, &leaf.key_pem).unwrap_err();
         assert!(err.to_string().contains("not a CA"), "{err}");
         assert!(matches!(Ca::new("Cluster.Local"), Err(Error::InvalidTrustDomain { .. })));
+    }
+
+    #[test]
+    fn a_server_certificate_verifies_for_its_dns_names_only_and_carries_no_uri() {
+        use rustls::client::WebPkiServerVerifier;
+        use rustls::client::danger::ServerCertVerifier;
+        use rustls_pki_types::{ServerName, UnixTime};
+        use x509_parser::extensions::GeneralName;
+
+        let ca = Ca::new("cluster.local").unwrap();
+        let names = vec![
+            "podmesh-control.podmesh-system.svc".to_string(),
+            "podmesh-control.podmesh-system.svc.cluster.local".to_string(),
+        ];
+        let cert = ca.issue_server(&names, Duration::from_secs(3600)).unwrap();
+        let der = CertificateDer::from_pem_slice(cert.cert_chain_pem.as_bytes()).unwrap();
+
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from_pem_slice(ca.cert_pem().as_bytes()).unwrap()).unwrap();
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let verifier =
+            WebPkiServerVerifier::builder_with_provider(std::sync::Arc::new(roots), provider).build().unwrap();
+        let verify = |name: &str| {
+            let name = ServerName::try_from(name.to_string()).unwrap();
+            verifier.verify_server_cert(&der, &[], &name, &[], UnixTime::now())
+        };
+        for name in &names {
+            verify(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        assert!(verify("other.podmesh-system.svc").is_err());
+        // Another CA's root does not verify it.
+        let other = Ca::new("cluster.local").unwrap();
+        let mut other_roots = rustls::RootCertStore::empty();
+        other_roots.add(CertificateDer::from_pem_slice(other.cert_pem().as_bytes()).unwrap()).unwrap();
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let stranger =
+            WebPkiServerVerifier::builder_with_provider(std::sync::Arc::new(other_roots), provider).build().unwrap();
+        let name = ServerName::try_from(names[0].clone()).unwrap();
+        assert!(stranger.verify_server_cert(&der, &[], &name, &[], UnixTime::now()).is_err());
+
+        let (_, parsed) = X509Certificate::from_der(&der).unwrap();
+        let san = parsed.subject_alternative_name().unwrap().unwrap();
+        let dns: Vec<&str> = san
+            .value
+            .general_names
+            .iter()
+            .map(|n| match n {
+                GeneralName::DNSName(d) => *d,
+                other => panic!("a SAN other than a DNS name: {other:?}"),
+            })
+            .collect();
+        assert_eq!(dns, names);
+        assert!(!parsed.is_ca());
+        let eku = parsed.extended_key_usage().unwrap().unwrap().value;
+        assert!(eku.server_auth && !eku.client_auth);
+        // The key is the certificate's.
+        let key = KeyPair::from_pem(&cert.key_pem).unwrap();
+        assert_eq!(key.der_bytes(), parsed.public_key().subject_public_key.data.as_ref());
+    }
+
+    #[test]
+    fn a_server_certificate_needs_valid_dns_names() {
+        let ca = Ca::new("cluster.local").unwrap();
+        let ttl = Duration::from_secs(60);
+        assert!(matches!(ca.issue_server(&[], ttl), Err(Error::NoDnsName)));
+        for bad in ["", "*.svc", "a..b", "-a.svc", "10.0.0.1", "a b.svc", "spiffe://x/y", "svc.", "é.svc"] {
+            let names = vec!["ok.svc".to_string(), bad.to_string()];
+            assert!(matches!(ca.issue_server(&names, ttl), Err(Error::InvalidDnsName { .. })), "{bad:?}");
+        }
+        assert!(matches!(ca.issue_server(&["ok.svc".to_string()], Duration::MAX), Err(Error::TtlOutOfRange { .. })));
     }
 }

@@ -54,6 +54,14 @@ pub enum Error {
     #[error("`{trust_domain}` is not a valid SPIFFE trust domain; use lowercase letters, digits, `.`, `-` and `_`")]
     InvalidTrustDomain { trust_domain: String },
 
+    #[error("a server certificate needs at least one DNS name")]
+    NoDnsName,
+
+    #[error(
+        "`{name}` is not a valid DNS name for a certificate; use letters, digits, `-` and `.` (no wildcard, IP address or trailing dot)"
+    )]
+    InvalidDnsName { name: String },
+
     #[error("a certificate lifetime of {ttl:?} is out of range; certificates cannot expire after the year 9999")]
     TtlOutOfRange { ttl: Duration },
 

@@ -26,6 +26,10 @@
 //! Versions are whole (`Change::Whole`): the control plane compares each with the last object by object. Yielding
 //! just the changed objects (`Change::Objects`) is the next step; the watch events already name them (the cause).
 
+pub mod apply;
+pub mod review;
+pub mod roots;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -46,29 +50,46 @@ pub const COALESCE: Duration = Duration::from_millis(50);
 /// How long [`KubeSource::connect`] waits for every kind's first list.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A kind podmesh watches.
+/// A kind podmesh reads (the watches) or writes (`install --apply`).
 #[derive(Debug, Clone, Copy)]
-struct Kind {
-    group: &'static str,
-    version: &'static str,
-    kind: &'static str,
-    plural: &'static str,
+pub(crate) struct Kind {
+    pub(crate) group: &'static str,
+    pub(crate) version: &'static str,
+    pub(crate) kind: &'static str,
+    pub(crate) plural: &'static str,
+    /// Its objects live in namespaces.
+    pub(crate) namespaced: bool,
     /// A custom resource, whose absence (404) is an empty kind rather than an error.
-    crd: bool,
+    pub(crate) crd: bool,
 }
 
 /// Every kind watched, in the order their objects are loaded.
 const KINDS: [Kind; 7] = [
-    Kind { group: "", version: "v1", kind: "Namespace", plural: "namespaces", crd: false },
-    Kind { group: "", version: "v1", kind: "Service", plural: "services", crd: false },
-    Kind { group: "discovery.k8s.io", version: "v1", kind: "EndpointSlice", plural: "endpointslices", crd: false },
-    Kind { group: "", version: "v1", kind: "Pod", plural: "pods", crd: false },
-    Kind { group: "networking.istio.io", version: "v1", kind: "VirtualService", plural: "virtualservices", crd: true },
+    Kind { group: "", version: "v1", kind: "Namespace", plural: "namespaces", namespaced: false, crd: false },
+    Kind { group: "", version: "v1", kind: "Service", plural: "services", namespaced: true, crd: false },
+    Kind {
+        group: "discovery.k8s.io",
+        version: "v1",
+        kind: "EndpointSlice",
+        plural: "endpointslices",
+        namespaced: true,
+        crd: false,
+    },
+    Kind { group: "", version: "v1", kind: "Pod", plural: "pods", namespaced: true, crd: false },
+    Kind {
+        group: "networking.istio.io",
+        version: "v1",
+        kind: "VirtualService",
+        plural: "virtualservices",
+        namespaced: true,
+        crd: true,
+    },
     Kind {
         group: "networking.istio.io",
         version: "v1",
         kind: "DestinationRule",
         plural: "destinationrules",
+        namespaced: true,
         crd: true,
     },
     Kind {
@@ -76,16 +97,17 @@ const KINDS: [Kind; 7] = [
         version: "v1",
         kind: "PeerAuthentication",
         plural: "peerauthentications",
+        namespaced: true,
         crd: true,
     },
 ];
 
 impl Kind {
-    fn api_version(&self) -> String {
+    pub(crate) fn api_version(&self) -> String {
         if self.group.is_empty() { self.version.to_string() } else { format!("{}/{}", self.group, self.version) }
     }
 
-    fn resource(&self) -> ApiResource {
+    pub(crate) fn resource(&self) -> ApiResource {
         ApiResource {
             group: self.group.to_string(),
             version: self.version.to_string(),

@@ -1,182 +1,24 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! `KubeSource` against recorded Kubernetes API responses.
 //!
-//! No API server runs here, so a small HTTP server on 127.0.0.1 answers kube-rs's requests: each list
-//! (`GET /api/v1/pods?limit=500…`) from a list response given by the test, each watch (`…&watch=true…`) with a
-//! response that stays open and carries the events the test pushes, one JSON line each, exactly as the API server
-//! streams them (see `recorded/README.md`). Paths it was not given answer 404 `404 page not found`, as the API
-//! server does for a group it does not serve. It records every request. Every wait is bounded.
+//! No API server runs here, so the fake API server of `fake/mod.rs` answers kube-rs's requests on 127.0.0.1.
 //!
 //! The lists are made from `examples/quickstart` as the API would show them; `recorded/pods-watch.ndjson` is a
 //! committed watch stream.
 
+mod fake;
+
 use std::collections::HashMap;
-use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
-use hyper::body::Frame;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use fake::{CRDS, FakeApi, NAMESPACES, PODS, SERVICES, SLICES, WAIT, api_pod, list};
 use podmesh_compute::Index;
 use podmesh_control::{Change, Source, Version};
 use podmesh_kube::KubeSource;
-use podmesh_model::{Cluster, ObjectKey, Owner, Pod, WorkloadKind};
+use podmesh_model::{Cluster, ObjectKey, Pod, WorkloadKind};
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
-use tokio_stream::StreamExt;
-
-const WAIT: Duration = Duration::from_secs(10);
-
-const PODS: &str = "/api/v1/pods";
-const SERVICES: &str = "/api/v1/services";
-const NAMESPACES: &str = "/api/v1/namespaces";
-const SLICES: &str = "/apis/discovery.k8s.io/v1/endpointslices";
-const CRDS: [&str; 3] = [
-    "/apis/networking.istio.io/v1/virtualservices",
-    "/apis/networking.istio.io/v1/destinationrules",
-    "/apis/security.istio.io/v1/peerauthentications",
-];
-
-// ------------------------------------------------------------------------------------------- the fake API server
-
-#[derive(Default)]
-struct State {
-    /// Per path, the list responses still to give (status, body); the last one is given again and again.
-    lists: HashMap<String, Vec<(u16, String)>>,
-    /// Per path, the open watch response's sender of lines.
-    watches: HashMap<String, mpsc::UnboundedSender<Bytes>>,
-    /// Every request, `path?query`.
-    requests: Vec<String>,
-    /// Every request's `Authorization` header.
-    authorization: Vec<String>,
-}
-
-#[derive(Clone)]
-struct FakeApi {
-    addr: SocketAddr,
-    state: Arc<Mutex<State>>,
-}
-
-type Body = BoxBody<Bytes, Infallible>;
-
-impl FakeApi {
-    async fn start(lists: HashMap<String, Vec<(u16, String)>>) -> FakeApi {
-        Self::start_with(lists, None).await
-    }
-
-    /// The server, over TLS when `tls` is given.
-    async fn start_with(lists: HashMap<String, Vec<(u16, String)>>, tls: Option<tokio_rustls::TlsAcceptor>) -> FakeApi {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let state = Arc::new(Mutex::new(State { lists, ..State::default() }));
-        let api = FakeApi { addr, state };
-        let server = api.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
-                let server = server.clone();
-                let tls = tls.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
-                        let server = server.clone();
-                        async move { Ok::<_, Infallible>(server.answer(req)) }
-                    });
-                    let http = hyper::server::conn::http1::Builder::new();
-                    let _ = match tls {
-                        None => http.serve_connection(TokioIo::new(stream), service).await,
-                        Some(tls) => {
-                            let Ok(stream) = tls.accept(stream).await else { return };
-                            http.serve_connection(TokioIo::new(stream), service).await
-                        }
-                    };
-                });
-            }
-        });
-        api
-    }
-
-    fn answer(&self, req: Request<hyper::body::Incoming>) -> Response<Body> {
-        let path = req.uri().path().to_string();
-        let query = req.uri().query().unwrap_or_default().to_string();
-        let mut state = self.state.lock().unwrap();
-        state.requests.push(format!("{path}?{query}"));
-        let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default();
-        state.authorization.push(auth.to_string());
-        let watch = query.split('&').any(|p| p == "watch=true" || p == "watch=1");
-        let Some(answers) = state.lists.get_mut(&path) else {
-            return text(404, "404 page not found");
-        };
-        let (status, body) = if answers.len() > 1 { answers.remove(0) } else { answers[0].clone() };
-        if status != 200 || !watch {
-            return text(status, &body);
-        }
-        let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
-        state.watches.insert(path, tx);
-        let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(rx).map(|b| Ok(Frame::data(b)));
-        Response::builder()
-            .header("content-type", "application/json")
-            .body(BodyExt::boxed(StreamBody::new(stream)))
-            .unwrap()
-    }
-
-    fn requests(&self) -> Vec<String> {
-        self.state.lock().unwrap().requests.clone()
-    }
-
-    /// How many list (`watch` false) and watch requests `path` got.
-    fn count(&self, path: &str, watch: bool) -> usize {
-        self.requests()
-            .iter()
-            .filter(|r| r.split('?').next() == Some(path) && r.contains("watch=true") == watch)
-            .count()
-    }
-
-    /// Waits until `path` has been asked for `n` watches and the last one is open.
-    async fn watching(&self, path: &str, n: usize) {
-        wait_for(&format!("watch {n} of {path}"), || {
-            self.count(path, true) >= n && self.state.lock().unwrap().watches.contains_key(path)
-        })
-        .await;
-    }
-
-    /// Sends one event line on the open watch of `path`.
-    fn push(&self, path: &str, line: &str) {
-        let state = self.state.lock().unwrap();
-        let tx = state.watches.get(path).unwrap_or_else(|| panic!("no watch of {path} open"));
-        tx.send(Bytes::from(format!("{}\n", line.trim_end()))).unwrap();
-    }
-
-    /// Ends the open watch response of `path`, as the API server does after an ERROR event.
-    fn end(&self, path: &str) {
-        self.state.lock().unwrap().watches.remove(path);
-    }
-
-    fn client(&self) -> kube::Client {
-        let config = kube::Config::new(format!("http://{}", self.addr).parse().unwrap());
-        kube::Client::try_from(config).unwrap()
-    }
-}
-
-fn text(status: u16, body: &str) -> Response<Body> {
-    Response::builder()
-        .status(StatusCode::from_u16(status).unwrap())
-        .header("content-type", if body.starts_with('{') { "application/json" } else { "text/plain" })
-        .body(BodyExt::boxed(Full::new(Bytes::from(body.to_string()))))
-        .unwrap()
-}
-
-async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !done() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
 
 /// The next version, within [`WAIT`].
 async fn next(source: &mut KubeSource) -> Version {
@@ -205,145 +47,12 @@ fn file_cluster() -> Cluster {
     podmesh_model::load(&[podmesh_model::Source::Path(quickstart())]).unwrap().cluster
 }
 
-/// The quickstart's documents as written, in file order.
-fn documents() -> Vec<Value> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(quickstart())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .flat_map(|f| podmesh_model::objects(&std::fs::read_to_string(f).unwrap(), false))
-        .map(|(_, v)| v)
-        .collect()
-}
-
-fn list(kind: &str, resource_version: &str, items: Vec<Value>) -> String {
-    json!({"apiVersion": "v1", "kind": format!("{kind}List"), "metadata": {"resourceVersion": resource_version},
-           "items": items})
-    .to_string()
-}
-
-/// A list item: the API gives items no apiVersion and kind.
-fn item(mut v: Value, uid: &str) -> Value {
-    let map = v.as_object_mut().unwrap();
-    map.remove("apiVersion");
-    map.remove("kind");
-    map["metadata"]["uid"] = json!(uid);
-    map["metadata"]["resourceVersion"] = json!("10");
-    map["metadata"]["creationTimestamp"] = json!("2026-11-27T06:00:00Z");
-    v
-}
-
-/// The quickstart's Namespaces as written.
-fn api_namespaces() -> Vec<Value> {
-    documents().into_iter().filter(|d| d["kind"] == "Namespace").map(|d| item(d, "ns-uid")).collect()
-}
-
-/// The quickstart's Services as written, with the ClusterIP the API server gave them (the file source's).
 fn api_services(file: &Cluster) -> Vec<Value> {
-    documents()
-        .into_iter()
-        .filter(|d| d["kind"] == "Service")
-        .map(|mut d| {
-            let key =
-                ObjectKey::new(d["metadata"]["namespace"].as_str().unwrap(), d["metadata"]["name"].as_str().unwrap());
-            let svc = &file.services[&key];
-            let spec = d["spec"].as_object_mut().unwrap();
-            if !svc.headless {
-                spec.insert("clusterIP".into(), json!(svc.cluster_ips[0].to_string()));
-                let ips: Vec<String> = svc.cluster_ips.iter().map(|ip| ip.to_string()).collect();
-                spec.insert("clusterIPs".into(), json!(ips));
-            }
-            spec.insert("type".into(), json!("ClusterIP"));
-            spec.insert("sessionAffinity".into(), json!("None"));
-            spec.insert("ipFamilies".into(), json!(["IPv4"]));
-            spec.insert("ipFamilyPolicy".into(), json!("SingleStack"));
-            spec.insert("internalTrafficPolicy".into(), json!("Cluster"));
-            item(d, &format!("svc-uid-{}", key.name))
-        })
-        .collect()
+    fake::api_services(&quickstart(), file)
 }
 
-/// One pod as the API server shows it: its controller, the fields the kubelet and admission add, its IP and its
-/// Ready condition.
-fn api_pod(pod: &Pod) -> Value {
-    let mut meta = json!({
-        "name": pod.key.name, "namespace": pod.key.namespace, "uid": format!("pod-uid-{}", pod.key.name),
-        "labels": pod.labels, "annotations": pod.annotations, "resourceVersion": "10",
-        "managedFields": [{"manager": "kube-controller-manager", "operation": "Update", "fieldsType": "FieldsV1"}],
-    });
-    match &pod.owner {
-        Some(Owner { kind: WorkloadKind::Deployment, name }) => {
-            let hash = &pod.labels["pod-template-hash"];
-            meta["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet",
-                "name": format!("{name}-{hash}"), "uid": "rs-uid", "controller": true, "blockOwnerDeletion": true}]);
-        }
-        Some(Owner { kind: WorkloadKind::StatefulSet, name }) => {
-            meta["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": name,
-                "uid": "sts-uid", "controller": true, "blockOwnerDeletion": true}]);
-        }
-        None => {}
-    }
-    let containers: Vec<Value> = pod
-        .containers
-        .iter()
-        .map(|c| {
-            let ports: Vec<Value> = c
-                .ports
-                .iter()
-                .map(|p| {
-                    let mut port = json!({"containerPort": p.port.0, "protocol": p.protocol});
-                    if let Some(n) = &p.name {
-                        port["name"] = json!(n);
-                    }
-                    port
-                })
-                .collect();
-            json!({"name": c.name, "image": "podmesh:dev", "ports": ports, "volumeMounts": [
-                {"name": "kube-api-access", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
-                 "readOnly": true}]})
-        })
-        .collect();
-    let mut spec = json!({
-        "containers": containers, "serviceAccountName": pod.service_account, "serviceAccount": pod.service_account,
-        "restartPolicy": "Always", "dnsPolicy": "ClusterFirst", "nodeName": "node-1", "schedulerName": "default-scheduler",
-        "volumes": [{"name": "kube-api-access", "projected": {"sources": [{"serviceAccountToken": {"path": "token"}}]}}],
-    });
-    if let Some(h) = &pod.hostname {
-        spec["hostname"] = json!(h);
-    }
-    if let Some(s) = &pod.subdomain {
-        spec["subdomain"] = json!(s);
-    }
-    let ready = if pod.ready { "True" } else { "False" };
-    json!({
-        "metadata": meta,
-        "spec": spec,
-        "status": {"phase": "Running", "hostIP": "172.18.0.2", "podIP": pod.ip.to_string(),
-                   "podIPs": [{"ip": pod.ip.to_string()}],
-                   "conditions": [{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": ready},
-                                  {"type": "ContainersReady", "status": ready}]},
-    })
-}
-
-/// The list responses of the quickstart, CRDs served (and empty) or not (404).
 fn quickstart_lists(file: &Cluster, crds: bool) -> HashMap<String, Vec<(u16, String)>> {
-    let pods: Vec<Value> = file.pods.values().map(api_pod).collect();
-    let mut lists = HashMap::from([
-        (NAMESPACES.to_string(), vec![(200, list("Namespace", "100", api_namespaces()))]),
-        (SERVICES.to_string(), vec![(200, list("Service", "100", api_services(file)))]),
-        (SLICES.to_string(), vec![(200, list("EndpointSlice", "100", vec![]))]),
-        (PODS.to_string(), vec![(200, list("Pod", "100", pods))]),
-    ]);
-    if crds {
-        for path in CRDS {
-            lists.insert(path.to_string(), vec![(200, list("X", "100", vec![]))]);
-        }
-    }
-    lists
+    fake::cluster_lists(&quickstart(), file, crds)
 }
 
 fn recorded(name: &str) -> Vec<String> {
@@ -352,7 +61,7 @@ fn recorded(name: &str) -> Vec<String> {
 }
 
 async fn connect(api: &FakeApi) -> (KubeSource, Cluster, String) {
-    match KubeSource::connect_within(api.client(), WAIT).await {
+    match KubeSource::connect_within(fake::client(api), WAIT).await {
         Ok(x) => x,
         Err(e) => panic!("connect: {e}; requests: {:#?}", api.requests()),
     }
@@ -673,7 +382,7 @@ async fn connect_gives_up_in_time() {
     let mut lists = quickstart_lists(&file, true);
     lists.insert(PODS.to_string(), vec![(403, r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"pods is forbidden","reason":"Forbidden","code":403}"#.to_string())]);
     let api = FakeApi::start(lists).await;
-    match KubeSource::connect_within(api.client(), Duration::from_secs(2)).await {
+    match KubeSource::connect_within(fake::client(&api), Duration::from_secs(2)).await {
         Err(e) => assert!(e.contains("did not list Pods (") && e.contains("forbidden"), "{e}"),
         Ok(_) => panic!("connected without pods"),
     }
@@ -728,6 +437,6 @@ async fn a_kubeconfig_context() {
     let (_source, cluster, _) = KubeSource::from_custom_kubeconfig(kubeconfig, Some("fake")).await.unwrap();
     assert_eq!(cluster.pods.len(), file.pods.len());
     assert!(api.count(PODS, false) >= 1);
-    let auth = api.state.lock().unwrap().authorization.clone();
+    let auth: Vec<String> = api.recorded().into_iter().map(|r| r.authorization).collect();
     assert!(!auth.is_empty() && auth.iter().all(|a| a == "Bearer t0ken"), "{auth:?}");
 }

@@ -8,6 +8,8 @@
 //! More helpers (a test CA, in-process meshes) will join it, each in its own module.
 
 pub mod echo;
+pub mod json_patch;
+pub mod kube_api;
 pub mod synthetic;
 
 pub use echo::{Echo, Reply};
