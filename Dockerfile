@@ -12,10 +12,13 @@ COPY . .
 RUN cargo build --release --locked -p podmesh $CARGO_FLAGS
 
 FROM debian:bookworm-slim
+# iptables for `capture install`; curl for the tour's clients (`kubectl exec … -- curl`), as Istio's proxy image has.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends iptables ca-certificates \
+ && apt-get install -y --no-install-recommends iptables ca-certificates curl \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/podmesh /usr/local/bin/podmesh
-# The sidecar's user; the init container and the control plane set their own in their securityContext.
-USER 1337:1337
+# Not the sidecar's uid (1337): the capture rules let that uid's traffic out uncaptured, so an application run
+# from this image (the quickstart's `podmesh echo`, a `kubectl exec … curl`) must not be it. The sidecar, the
+# capture init container and the control plane each set their user in their securityContext.
+USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/podmesh"]

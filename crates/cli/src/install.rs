@@ -10,13 +10,13 @@
 //!
 //! [`objects`] builds every object from plain data (no I/O), for the printer, `--apply` and the tests alike.
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use clap::{Args, ValueEnum};
 use podmesh_control::Authority;
 use serde_json::{Value, json};
@@ -421,8 +421,9 @@ fn deployment(image: &str) -> Value {
     })
 }
 
-/// The sidecar injector: pods created in namespaces labelled `podmesh-injection: enabled`, except those annotated
-/// out, are sent to the control plane's `/inject`, whose serving certificate the CA's root signs.
+/// The sidecar injector: pods created in namespaces labelled `podmesh.io/inject: enabled` (the label `podmesh up`
+/// reads too), except those labelled `sidecar.istio.io/inject: "false"`, are sent to the control plane's
+/// `/inject` (which leaves pods annotated out as they are), whose serving certificate the CA's root signs.
 fn webhook(root: &[u8]) -> Value {
     json!({
         "apiVersion": "admissionregistration.k8s.io/v1",
@@ -440,7 +441,7 @@ fn webhook(root: &[u8]) -> Value {
             "timeoutSeconds": 10,
             "reinvocationPolicy": "Never",
             "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}],
-            "namespaceSelector": {"matchLabels": {"podmesh-injection": "enabled"}},
+            "namespaceSelector": {"matchLabels": {podmesh_model::NAMESPACE_INJECT_LABEL: "enabled"}},
             "objectSelector": {
                 "matchExpressions": [{"key": "sidecar.istio.io/inject", "operator": "NotIn", "values": ["false"]}],
             },

@@ -90,8 +90,8 @@ enum Command {
     Ca(dataplane::CaCommand),
     /// The echo workload: answers HTTP and TCP with its name and what it received.
     Echo(dataplane::EchoArgs),
-    /// Run the control plane: watch manifests, stream each sidecar its config over xDS, and sign workload
-    /// certificates for pods that present their bootstrap token.
+    /// Run the control plane: watch manifests (or the Kubernetes API: --kube), stream each sidecar its config over
+    /// xDS, and sign workload certificates for pods that present their bootstrap (or ServiceAccount) token.
     Control(control::ControlArgs),
     /// Print a pod's bootstrap token (what its sidecar presents to get a certificate).
     Token(control::TokenArgs),

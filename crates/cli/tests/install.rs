@@ -571,3 +571,16 @@ mod apply {
         assert!(stderr.contains("kubeconfig"), "{stderr}");
     }
 }
+
+/// The image's default user is not the sidecar's uid: the capture rules let uid 1337's traffic out uncaptured, so
+/// an application container of the image (the quickstart's `podmesh echo`, `kubectl exec … curl`) running as it
+/// would bypass its sidecar.
+#[test]
+fn the_image_does_not_run_applications_as_the_sidecar_s_uid() {
+    let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    let users: Vec<&str> = dockerfile.lines().filter_map(|l| l.trim().strip_prefix("USER ")).collect();
+    assert_eq!(users.len(), 1, "{users:?}");
+    let uid: u64 = users[0].split(':').next().unwrap().trim().parse().unwrap();
+    assert_ne!(uid, podmesh_inject::PROXY_UID);
+    assert_ne!(uid, 0);
+}

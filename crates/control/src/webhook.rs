@@ -9,14 +9,14 @@
 //!
 //! [`review`] is pure (bytes in, AdmissionReview out) so that tests feed it directly; [`serve`] is the HTTP edge.
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Body as _;

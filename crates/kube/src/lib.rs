@@ -19,8 +19,9 @@
 //!
 //! Which objects are left out, because the model would take them for something they are not: Pods without an IP
 //! yet (the model would allocate one), Pods that have ended (phase Succeeded or Failed: their IP may already be
-//! another pod's), and `hostNetwork` Pods (they share the node's IP with each other, and are never meshed). Of a
-//! Pod's status only what the model reads is kept (phase, IPs, the Ready condition), so the kubelet's status
+//! another pod's), and `hostNetwork` Pods (they share the node's IP with each other, and are never meshed). A Pod
+//! runs a sidecar when it has the container `podmesh-proxy` (injection adds it); one without is given to the model
+//! as opted out. Of a Pod's status only what the model reads is kept (phase, IPs, the Ready condition), so the kubelet's status
 //! updates make no version; `metadata.managedFields` and `metadata.resourceVersion` are dropped from every object.
 //!
 //! Versions are whole (`Change::Whole`): the control plane compares each with the last object by object. Yielding
@@ -439,6 +440,7 @@ fn object(kind: &Kind, value: &mut Value) -> Stored {
         }
         owner = pod_owner(value);
         slim_pod_status(value);
+        mark_plain(value);
     }
     Stored { text: Some(value.to_string()), owner }
 }
@@ -457,6 +459,25 @@ fn slim_pod_status(pod: &mut Value) {
         .collect();
     status.retain(|k, _| matches!(k.as_str(), "phase" | "podIP" | "podIPs" | "hostIP" | "hostIPs"));
     status.insert("conditions".into(), Value::Array(ready));
+}
+
+/// Marks a Pod that runs no sidecar as opted out (`sidecar.podmesh.io/inject: "false"`), which is how the model
+/// knows a pod is plain. In a cluster the truth is the pod itself: injection (the webhook, `podmesh inject`)
+/// adds the container `podmesh-proxy`, and a pod without one has no sidecar, whatever its namespace's label says.
+fn mark_plain(pod: &mut Value) {
+    let has_proxy = ["/spec/containers", "/spec/initContainers"].iter().any(|list| {
+        pod.pointer(list).and_then(Value::as_array).is_some_and(|cs| {
+            cs.iter().any(|c| c.get("name").and_then(Value::as_str) == Some(podmesh_inject::PROXY_NAME))
+        })
+    });
+    if has_proxy {
+        return;
+    }
+    let Some(metadata) = pod.get_mut("metadata").and_then(Value::as_object_mut) else { return };
+    let annotations = metadata.entry("annotations").or_insert_with(|| Value::Object(Default::default()));
+    if let Some(a) = annotations.as_object_mut() {
+        a.insert(podmesh_inject::INJECT_ANNOTATIONS[0].to_string(), Value::String("false".into()));
+    }
 }
 
 /// A Pod the model must not see: no IP yet, ended, or on the host's network.
@@ -528,6 +549,22 @@ mod tests {
         let mut p = base.clone();
         p["spec"]["hostNetwork"] = serde_json::json!(true);
         assert_eq!(object(pod_kind(), &mut p).text, None);
+    }
+
+    #[test]
+    fn a_pod_without_the_injected_sidecar_is_plain() {
+        let pod = |spec: Value| {
+            let mut p = serde_json::json!({"metadata": {"name": "p", "namespace": "n"}, "spec": spec,
+                "status": {"podIP": "10.0.0.1", "phase": "Running"}});
+            let text = object(pod_kind(), &mut p).text.unwrap();
+            let v: Value = serde_json::from_str(&text).unwrap();
+            v["metadata"]["annotations"]["sidecar.podmesh.io/inject"].clone()
+        };
+        let app = serde_json::json!({"name": "app"});
+        let proxy = serde_json::json!({"name": "podmesh-proxy", "restartPolicy": "Always"});
+        assert_eq!(pod(serde_json::json!({"containers": [app]})), "false");
+        assert_eq!(pod(serde_json::json!({"containers": [app], "initContainers": [proxy]})), Value::Null);
+        assert_eq!(pod(serde_json::json!({"containers": [proxy, app]})), Value::Null);
     }
 
     #[test]

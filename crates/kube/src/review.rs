@@ -17,7 +17,7 @@ use kube::{Api, Client};
 use podmesh_control::{ReviewError, Reviewed, TokenReview};
 
 /// The audience of the tokens sidecars present (the projected token's `audience`).
-pub const AUDIENCE: &str = "podmesh";
+pub const AUDIENCE: &str = podmesh_inject::TOKEN_AUDIENCE;
 
 /// The `user.extra` key naming the pod a projected token is bound to.
 const POD_NAME: &str = "authentication.kubernetes.io/pod-name";

@@ -17,7 +17,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 
 /// The ConfigMap's name and the key of the roots (PEM) in it.
-pub const CONFIG_MAP: &str = "podmesh-root";
+pub const CONFIG_MAP: &str = podmesh_inject::ROOT_CONFIGMAP;
 pub const KEY: &str = "root.pem";
 
 /// The field manager of the writes.

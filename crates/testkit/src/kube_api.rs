@@ -289,8 +289,8 @@ pub fn api_services(dir: &Path, file: &Cluster) -> Vec<Value> {
         .collect()
 }
 
-/// One pod as the API server shows it: its controller, the fields the kubelet and admission add, its IP and its
-/// Ready condition.
+/// One pod as the API server shows it: its controller, the fields the kubelet and admission add (for a pod with a
+/// sidecar, the injected `podmesh-proxy` native sidecar), its IP and its Ready condition.
 pub fn api_pod(pod: &Pod) -> Value {
     let mut meta = json!({
         "name": pod.key.name, "namespace": pod.key.namespace, "uid": format!("pod-uid-{}", pod.key.name),
@@ -334,6 +334,10 @@ pub fn api_pod(pod: &Pod) -> Value {
         "restartPolicy": "Always", "dnsPolicy": "ClusterFirst", "nodeName": "node-1", "schedulerName": "default-scheduler",
         "volumes": [{"name": "kube-api-access", "projected": {"sources": [{"serviceAccountToken": {"path": "token"}}]}}],
     });
+    if pod.sidecar {
+        spec["initContainers"] = json!([{"name": "podmesh-proxy", "image": "podmesh:dev", "restartPolicy": "Always",
+            "args": ["proxy", "--control", "podmesh-control.podmesh-system.svc:15012"]}]);
+    }
     if let Some(h) = &pod.hostname {
         spec["hostname"] = json!(h);
     }
