@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use podmesh_proxy::probe::AppProbes;
@@ -19,7 +19,7 @@ use podmesh_proxy::{Proxy, serve_stats};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use support::*;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -37,36 +37,6 @@ impl Drop for Tasks {
             t.abort();
         }
     }
-}
-
-#[derive(Debug)]
-struct Reply {
-    status: u16,
-    body: String,
-}
-
-/// One HTTP/1.1 request on a fresh connection, as the kubelet sends its probe.
-async fn call(addr: SocketAddr, method: &str, path: &str) -> Reply {
-    let exchange = async {
-        let stream = TcpStream::connect(addr).await.unwrap();
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
-        tokio::spawn(conn);
-        let req = http::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", addr.to_string())
-            .body(Empty::<Bytes>::new())
-            .unwrap();
-        let resp = sender.send_request(req).await.unwrap();
-        let status = resp.status().as_u16();
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        Reply { status, body: String::from_utf8(body.to_vec()).unwrap() }
-    };
-    tokio::time::timeout(WAIT, exchange).await.unwrap_or_else(|_| panic!("{method} {path} on {addr}: no answer"))
-}
-
-async fn get(addr: SocketAddr, path: &str) -> Reply {
-    call(addr, "GET", path).await
 }
 
 /// What the application saw of one request.

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use podmesh_compute::ProxyConfig;
@@ -53,38 +53,6 @@ async fn listener() -> (TcpListener, SocketAddr) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     (l, addr)
-}
-
-#[derive(Debug)]
-struct Reply {
-    status: u16,
-    content_type: Option<String>,
-    body: String,
-}
-
-/// One HTTP/1.1 request on a fresh connection, as a scraper or an operator's client sends it.
-async fn call(addr: SocketAddr, method: &str, path: &str) -> Reply {
-    let exchange = async {
-        let stream = TcpStream::connect(addr).await.unwrap();
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
-        tokio::spawn(conn);
-        let req = http::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", addr.to_string())
-            .body(Empty::<Bytes>::new())
-            .unwrap();
-        let resp = sender.send_request(req).await.unwrap();
-        let status = resp.status().as_u16();
-        let content_type = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_string());
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        Reply { status, content_type, body: String::from_utf8(body.to_vec()).unwrap() }
-    };
-    tokio::time::timeout(WAIT, exchange).await.unwrap_or_else(|_| panic!("{method} {path} on {addr}: no answer"))
-}
-
-async fn get(addr: SocketAddr, path: &str) -> Reply {
-    call(addr, "GET", path).await
 }
 
 async fn scrape(addr: SocketAddr) -> String {

@@ -366,3 +366,39 @@ pub async fn is_reset(addr: SocketAddr, bytes: &[u8]) -> bool {
         Ok(s) => s.is_empty(),
     }
 }
+
+/// One answer of [`call`].
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub body: String,
+}
+
+/// One HTTP/1.1 request on a fresh connection, as a scraper, a kubelet or an operator's client sends it; 10 s at
+/// most.
+pub async fn call(addr: SocketAddr, method: &str, path: &str) -> Reply {
+    let exchange = async {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+        tokio::spawn(conn);
+        let req = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", addr.to_string())
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        let status = resp.status().as_u16();
+        let content_type = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_string());
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        Reply { status, content_type, body: String::from_utf8(body.to_vec()).unwrap() }
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .unwrap_or_else(|_| panic!("{method} {path} on {addr}: no answer"))
+}
+
+pub async fn get(addr: SocketAddr, path: &str) -> Reply {
+    call(addr, "GET", path).await
+}
