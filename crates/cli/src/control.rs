@@ -183,9 +183,9 @@ mod kube {
         listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(listener)?;
         eprintln!(
-            "podmesh control: sidecar-injection webhook on {addr} (https://{}{})",
-            names.join(" or "),
-            webhook::PATH
+            "podmesh control: sidecar-injection webhook on {addr} (POST {}; certificate for {})",
+            webhook::PATH,
+            names.join(", ")
         );
         let shared = Arc::clone(&control.shared);
         Ok(Box::pin(async move {

@@ -93,13 +93,18 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 
 /// The status line of `GET path` from a plain HTTP server, if it answers.
 fn http_status(port: u16, path: &str) -> Option<String> {
+    http_get(port, path).and_then(|text| text.lines().next().map(str::to_string))
+}
+
+/// The whole answer (head and body) to `GET path` from a plain HTTP server, if it answers.
+fn http_get(port: u16, path: &str) -> Option<String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(1)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
-    text.lines().next().map(str::to_string)
+    Some(text)
 }
 
 /// Kills the control plane when the test ends, however it ends.
@@ -154,7 +159,7 @@ fn serving_publishes_the_root_injects_pods_and_signs_for_service_account_tokens(
             "registry.example/podmesh:test",
         ])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(api.dir.0.join("control.log")).unwrap())
         .spawn()
         .unwrap();
     let mut control = Running(child);
@@ -226,6 +231,27 @@ fn serving_publishes_the_root_injects_pods_and_signs_for_service_account_tokens(
         .collect();
     assert_eq!(reviews.len(), 1);
     assert_eq!(reviews[0]["spec"], json!({"token": "the-projected-token", "audiences": ["podmesh"]}));
+
+    // A watch event reaches the sidecars: a web pod not ready is the next generation, applied as that one pod.
+    let web = api.file.pods.values().find(|p| p.key.name.starts_with("web-")).unwrap();
+    let mut not_ready = web.clone();
+    not_ready.ready = false;
+    let mut object = kube_api::api_pod(&not_ready);
+    object["apiVersion"] = json!("v1");
+    object["kind"] = json!("Pod");
+    object["metadata"]["resourceVersion"] = json!("101");
+    api.runtime.block_on(api.api.watching(kube_api::PODS, 1));
+    api.api.push(kube_api::PODS, &json!({"type": "MODIFIED", "object": object}).to_string());
+    let edited = format!("Pod shop/{} edited", web.key.name);
+    let served = || {
+        let text = http_get(monitoring, "/debug/syncz").unwrap_or_default();
+        let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
+        serde_json::from_str::<Value>(&body).unwrap_or_default()
+    };
+    wait_for(&format!("generation 2: {edited}"), || served()["cause"] == json!(edited));
+    assert_eq!(served()["generation"], 2);
+    let log = std::fs::read_to_string(api.dir.0.join("control.log")).unwrap();
+    assert!(log.contains("serving generation 2 (updated in place in"), "{log}");
 
     // SIGTERM: it stops, and says so by its exit status.
     let pid = control.0.id().to_string();

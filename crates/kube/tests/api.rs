@@ -30,11 +30,14 @@ async fn next(source: &mut KubeSource) -> Version {
     }
 }
 
-fn whole(v: Version) -> (Cluster, String) {
+/// Applies `v` to `current` as the control plane does (a watch batch carries just the objects it changed), and
+/// gives the cluster it makes, with the version's cause.
+fn follow(current: &mut Cluster, v: Version) -> (Cluster, String) {
     match v.change {
-        Change::Whole(c) => (c, v.cause),
-        Change::Objects { .. } => panic!("expected a whole version"),
+        Change::Whole(c) => *current = c,
+        Change::Objects { mut objects, changed } => current.apply_changes(&mut objects, &changed),
     }
+    (current.clone(), v.cause)
 }
 
 // --------------------------------------------------------------------------------- fixtures from the quickstart
@@ -145,6 +148,7 @@ async fn watch_events_make_the_next_version() {
     let file = file_cluster();
     let api = FakeApi::start(quickstart_lists(&file, true)).await;
     let (mut source, first, _) = connect(&api).await;
+    let mut current = first.clone();
     api.watching(PODS, 1).await;
     api.watching(SERVICES, 1).await;
 
@@ -157,7 +161,7 @@ async fn watch_events_make_the_next_version() {
     object["kind"] = json!("Pod");
     object["metadata"]["resourceVersion"] = json!("101");
     api.push(PODS, &json!({"type": "MODIFIED", "object": object}).to_string());
-    let (c, cause) = whole(next(&mut source).await);
+    let (c, cause) = follow(&mut current, next(&mut source).await);
     assert!(!pod(&c, "shop", &web.key.name).unwrap().ready, "{cause}");
     assert_eq!(cause, format!("Pod shop/{} edited", web.key.name));
     assert_eq!(c.pods.len(), file.pods.len());
@@ -166,7 +170,7 @@ async fn watch_events_make_the_next_version() {
     let mut legacy = legacy;
     legacy["metadata"]["resourceVersion"] = json!("102");
     api.push(SERVICES, &json!({"type": "DELETED", "object": legacy}).to_string());
-    let (c, cause) = whole(next(&mut source).await);
+    let (c, cause) = follow(&mut current, next(&mut source).await);
     assert_eq!(cause, "Service shop/legacy deleted");
     assert!(!c.services.contains_key(&ObjectKey::new("shop", "legacy")));
     assert_eq!(c.services.len(), file.services.len() - 1);
@@ -194,7 +198,7 @@ async fn watch_events_make_the_next_version() {
     pending["status"] = json!({"phase": "Running", "podIP": "10.244.201.1",
         "conditions": [{"type": "Ready", "status": "False"}]});
     api.push(PODS, &json!({"type": "MODIFIED", "object": pending}).to_string());
-    let (c, cause) = whole(next(&mut source).await);
+    let (c, cause) = follow(&mut current, next(&mut source).await);
     assert_eq!(cause, "Pod shop/web-pending added");
     let p = pod(&c, "shop", "web-pending").unwrap();
     assert!(!p.ready && p.owner == web.owner, "{p:?}");
@@ -278,13 +282,14 @@ async fn the_recorded_watch_stream_and_a_relist_after_410_gone() {
     lists.get_mut(PODS).unwrap().push((200, list("Pod", "150", pods)));
     let api = FakeApi::start(lists).await;
     let (mut source, first, _) = connect(&api).await;
+    let mut current = first.clone();
     assert!(pod(&first, "shop", "client").is_some());
     api.watching(PODS, 1).await;
     let stream = recorded("pods-watch.ndjson");
     assert_eq!(stream.len(), 5);
 
     api.push(PODS, &stream[0]); // ADDED
-    let (c, cause) = whole(next(&mut source).await);
+    let (c, cause) = follow(&mut current, next(&mut source).await);
     assert_eq!(cause, "Pod shop/debug added");
     let debug = pod(&c, "shop", "debug").unwrap();
     assert!(debug.ready && debug.sidecar && debug.owner.is_none());
@@ -292,7 +297,7 @@ async fn the_recorded_watch_stream_and_a_relist_after_410_gone() {
     assert_eq!(Index::new(c).proxy_config(&debug.key).unwrap().workload.workload, "debug");
 
     api.push(PODS, &stream[1]); // MODIFIED: not ready
-    let (c, cause) = whole(next(&mut source).await);
+    let (c, cause) = follow(&mut current, next(&mut source).await);
     assert_eq!(cause, "Pod shop/debug edited");
     assert!(!pod(&c, "shop", "debug").unwrap().ready);
 
@@ -300,7 +305,7 @@ async fn the_recorded_watch_stream_and_a_relist_after_410_gone() {
     assert!(tokio::time::timeout(Duration::from_millis(500), source.next()).await.is_err(), "a bookmark is no version");
 
     api.push(PODS, &stream[3]); // DELETED
-    let (c, cause) = whole(next(&mut source).await);
+    let (c, cause) = follow(&mut current, next(&mut source).await);
     assert_eq!(cause, "Pod shop/debug deleted");
     assert!(pod(&c, "shop", "debug").is_none());
     assert_eq!(c.pods.len(), file.pods.len());
@@ -308,7 +313,7 @@ async fn the_recorded_watch_stream_and_a_relist_after_410_gone() {
     assert_eq!(api.count(PODS, false), 1);
     api.push(PODS, &stream[4]); // ERROR 410 Gone
     api.end(PODS);
-    let (c, cause) = whole(next(&mut source).await);
+    let (c, cause) = follow(&mut current, next(&mut source).await);
     assert_eq!(cause, "re-list of Pods; Pod shop/client deleted");
     assert!(pod(&c, "shop", "client").is_none());
     assert_eq!(c.pods.len(), file.pods.len() - 1);
@@ -354,12 +359,79 @@ async fn istio_objects_are_read() {
     assert!(cluster.peer_authentications.contains_key(&ObjectKey::new("shop", "default")));
 }
 
+/// A batch of watch events is a version of just the objects it changed, each loaded alone exactly as in the whole
+/// cluster (the pod edited equals the whole load's, but for what changed), applied in place; an object in it that
+/// does not load is refused, named in the cause, and the rest of the batch applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_the_objects_it_changed_and_a_bad_one_does_not_stop_the_rest() {
+    let file = file_cluster();
+    let api = FakeApi::start(quickstart_lists(&file, true)).await;
+    let (mut source, first, _) = connect(&api).await;
+    let mut current = first.clone();
+    api.watching(PODS, 1).await;
+    api.watching(SERVICES, 1).await;
+
+    let web = file.pods.values().find(|p| p.labels.get("app").map(String::as_str) == Some("web")).unwrap();
+    let mut not_ready = web.clone();
+    not_ready.ready = false;
+    let mut edited = api_pod(&not_ready);
+    edited["metadata"]["resourceVersion"] = json!("101");
+    let legacy = api_pod(&file.pods[&ObjectKey::new("shop", "legacy")]);
+    let extra = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "extra", "namespace": "shop",
+        "resourceVersion": "102"}, "spec": {"clusterIP": "10.96.8.8", "selector": {"app": "web"},
+        "ports": [{"name": "http", "port": 81, "targetPort": 8080}]}});
+    let bad = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "bad", "namespace": "shop",
+        "resourceVersion": "103"}, "spec": {"ports": [{"port": 70000}]}});
+    api.push(PODS, &json!({"type": "MODIFIED", "object": edited}).to_string());
+    api.push(PODS, &json!({"type": "DELETED", "object": legacy}).to_string());
+    api.push(SERVICES, &json!({"type": "ADDED", "object": extra}).to_string());
+    api.push(SERVICES, &json!({"type": "ADDED", "object": bad}).to_string());
+
+    // One batch, as a rule; the four events come on two watches, so allow for them arriving in two.
+    let lines = [
+        format!("Pod shop/{} edited", web.key.name),
+        "Pod shop/legacy deleted".into(),
+        "Service shop/extra added".into(),
+        "Service shop/bad added".into(),
+        "Service shop/bad refused (its last good version stays): ".into(),
+    ];
+    let (mut cause, mut c) = (String::new(), current.clone());
+    for _ in 0..2 {
+        let version = next(&mut source).await;
+        assert!(matches!(version.change, Change::Objects { .. }), "a watch batch is not a whole version");
+        let (now, more) = follow(&mut current, version);
+        (c, cause) = (now, format!("{cause}{more}; "));
+        if lines.iter().all(|l| cause.contains(l.as_str())) {
+            break;
+        }
+    }
+    for line in &lines {
+        assert!(cause.contains(line.as_str()), "{line:?} not in {cause}");
+    }
+
+    // The pod edited is the whole load's, not ready; the legacy pod is gone; Service extra is there, bad is not.
+    let mut expected = first.pods[&web.key].clone();
+    expected.ready = false;
+    assert_eq!(c.pods[&web.key], expected);
+    assert!(!c.pods.contains_key(&ObjectKey::new("shop", "legacy")));
+    assert!(c.services.contains_key(&ObjectKey::new("shop", "extra")));
+    assert!(!c.services.contains_key(&ObjectKey::new("shop", "bad")));
+    // Everything else is as it was.
+    for (k, p) in &first.pods {
+        if *k != web.key && k.name.as_ref() != "legacy" {
+            assert_eq!(c.pods.get(k), Some(p), "{k}");
+        }
+    }
+    assert_eq!(c.services.len(), first.services.len() + 1);
+    assert_eq!((c.namespaces.clone(), c.mesh.clone()), (first.namespaces.clone(), first.mesh.clone()));
+}
+
 /// A version that does not load is an `Err` (the control plane keeps the last good one), and the source goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_version_that_does_not_load_is_an_error() {
     let file = file_cluster();
     let api = FakeApi::start(quickstart_lists(&file, true)).await;
-    let (mut source, _, _) = connect(&api).await;
+    let (mut source, mut current, _) = connect(&api).await;
     api.watching(SERVICES, 1).await;
     let bad = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "bad", "namespace": "shop",
         "resourceVersion": "101"}, "spec": {"ports": [{"port": 70000}]}});
@@ -371,7 +443,7 @@ async fn a_version_that_does_not_load_is_an_error() {
     let fixed = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "bad", "namespace": "shop",
         "resourceVersion": "102"}, "spec": {"clusterIP": "10.96.7.7", "ports": [{"port": 80}]}});
     api.push(SERVICES, &json!({"type": "MODIFIED", "object": fixed}).to_string());
-    let (c, _) = whole(next(&mut source).await);
+    let (c, _) = follow(&mut current, next(&mut source).await);
     assert!(c.services.contains_key(&ObjectKey::new("shop", "bad")));
 }
 
