@@ -234,14 +234,8 @@ fn serving_publishes_the_root_injects_pods_and_signs_for_service_account_tokens(
 
     // A watch event reaches the sidecars: a web pod not ready is the next generation, applied as that one pod.
     let web = api.file.pods.values().find(|p| p.key.name.starts_with("web-")).unwrap();
-    let mut not_ready = web.clone();
-    not_ready.ready = false;
-    let mut object = kube_api::api_pod(&not_ready);
-    object["apiVersion"] = json!("v1");
-    object["kind"] = json!("Pod");
-    object["metadata"]["resourceVersion"] = json!("101");
     api.runtime.block_on(api.api.watching(kube_api::PODS, 1));
-    api.api.push(kube_api::PODS, &json!({"type": "MODIFIED", "object": object}).to_string());
+    api.api.push(kube_api::PODS, &kube_api::pod_event("MODIFIED", web, false, "101"));
     let edited = format!("Pod shop/{} edited", web.key.name);
     let served = || {
         let text = http_get(monitoring, "/debug/syncz").unwrap_or_default();

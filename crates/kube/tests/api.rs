@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fake::{CRDS, FakeApi, NAMESPACES, PODS, SERVICES, SLICES, WAIT, api_pod, list};
+use fake::{CRDS, FakeApi, NAMESPACES, PODS, SERVICES, SLICES, WAIT, api_pod, list, pod_event};
 use podmesh_compute::Index;
 use podmesh_control::{Change, Source, Version};
 use podmesh_kube::KubeSource;
@@ -372,17 +372,14 @@ async fn a_batch_is_the_objects_it_changed_and_a_bad_one_does_not_stop_the_rest(
     api.watching(SERVICES, 1).await;
 
     let web = file.pods.values().find(|p| p.labels.get("app").map(String::as_str) == Some("web")).unwrap();
-    let mut not_ready = web.clone();
-    not_ready.ready = false;
-    let mut edited = api_pod(&not_ready);
-    edited["metadata"]["resourceVersion"] = json!("101");
+
     let legacy = api_pod(&file.pods[&ObjectKey::new("shop", "legacy")]);
     let extra = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "extra", "namespace": "shop",
         "resourceVersion": "102"}, "spec": {"clusterIP": "10.96.8.8", "selector": {"app": "web"},
         "ports": [{"name": "http", "port": 81, "targetPort": 8080}]}});
     let bad = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "bad", "namespace": "shop",
         "resourceVersion": "103"}, "spec": {"ports": [{"port": 70000}]}});
-    api.push(PODS, &json!({"type": "MODIFIED", "object": edited}).to_string());
+    api.push(PODS, &pod_event("MODIFIED", web, false, "101"));
     api.push(PODS, &json!({"type": "DELETED", "object": legacy}).to_string());
     api.push(SERVICES, &json!({"type": "ADDED", "object": extra}).to_string());
     api.push(SERVICES, &json!({"type": "ADDED", "object": bad}).to_string());

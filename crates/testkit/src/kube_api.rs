@@ -372,6 +372,18 @@ pub fn cluster_lists(dir: &Path, file: &Cluster, crds: bool) -> Answers {
     lists
 }
 
+/// A watch event line (`{"type": …, "object": …}`) of `pod` as the API shows it (see [`api_pod`]), with the given
+/// readiness and resourceVersion.
+pub fn pod_event(event: &str, pod: &Pod, ready: bool, resource_version: &str) -> String {
+    let mut pod = pod.clone();
+    pod.ready = ready;
+    let mut object = api_pod(&pod);
+    object["apiVersion"] = json!("v1");
+    object["kind"] = json!("Pod");
+    object["metadata"]["resourceVersion"] = json!(resource_version);
+    json!({"type": event, "object": object}).to_string()
+}
+
 /// The Status the API server answers for an object that is not there.
 pub fn not_found(path: &str) -> String {
     serde_json::json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
