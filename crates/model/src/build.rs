@@ -463,6 +463,24 @@ fn convert_into(origin: &Origin, value: Value, out: &mut Vec<Step>) {
     let object = ObjectRef::new(kind, ObjectKey::new(ns_name, name));
     let mut diags = Vec::new();
     let mut doc = Doc { origin, object, diags: &mut diags, failed: false };
+    // Kubernetes ignores a field it does not know, and kubectl warns; a top-level one is most often a field
+    // indented too little (a container's `command` that became the document's), which changes what runs.
+    let own: &[&str] = match kind {
+        Kind::EndpointSlice => &["addressType", "endpoints", "ports"],
+        _ => &["spec", "status"],
+    };
+    for key in
+        map.keys().filter(|k| !["apiVersion", "kind", "metadata"].contains(&k.as_str()) && !own.contains(&k.as_str()))
+    {
+        doc.warn(
+            "unknown-field",
+            key,
+            format!(
+                "unknown field at the top of the {}, ignored (as Kubernetes does): is it indented too little?",
+                kind.as_str()
+            ),
+        );
+    }
     // serde would read a list of exactly as many values as the struct has fields as the struct, and otherwise
     // say "invalid length 2, expected struct ObjectMeta with 4 elements": say what is wrong instead.
     if let Some((field, v)) = ["metadata", "spec", "status"]

@@ -1027,6 +1027,29 @@ fn unknown_kinds_are_skipped_with_a_warning() {
     assert_eq!(w[1].code, "skipped-kind");
 }
 
+/// A field indented too little lands at the top of the document, where Kubernetes ignores it (kubectl warns):
+/// said, naming it, and the object is read without it.
+#[test]
+fn an_unknown_top_level_field_is_warned_about() {
+    let text = "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: shop}\nspec:\n  containers:\n  \
+                - name: c\n    image: x\ncommand: [podmesh, echo]\n---\n\
+                apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+                metadata: {name: s, namespace: shop, labels: {kubernetes.io/service-name: web}}\n\
+                addressType: IPv4\nendpoints: []\nports: []\n";
+    let loaded = load_ok(&[("pod.yaml", text)]);
+    assert!(loaded.cluster.pods.contains_key(&ObjectKey::new("shop", "p")));
+    let w = &loaded.warnings;
+    assert_eq!(w.len(), 1, "{}", render(w));
+    expect(
+        &w[0],
+        "unknown-field",
+        "pod.yaml: document 1 (line 1)",
+        Some("Pod shop/p"),
+        Some("command"),
+        &["unknown field at the top of the Pod, ignored (as Kubernetes does): is it indented too little?"],
+    );
+}
+
 #[test]
 fn a_known_kind_with_an_unsupported_api_version_is_skipped_with_a_warning() {
     let text = "apiVersion: extensions/v1beta1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: many\n---\n\
