@@ -141,18 +141,35 @@ async fn the_api_gives_the_cluster_and_sidecar_configs_of_the_files() {
     assert!(watch.contains("resourceVersion=100") && watch.contains("allowWatchBookmarks=true"), "{watch}");
 }
 
+/// The quickstart served and connected to, with the Pods' and Services' watches open.
+struct Watching {
+    /// The cluster from the files.
+    file: Cluster,
+    api: FakeApi,
+    source: KubeSource,
+    /// The source's first version.
+    first: Cluster,
+    /// A web pod (of the files).
+    web: Pod,
+}
+
+async fn watching() -> Watching {
+    let file = file_cluster();
+    let api = FakeApi::start(quickstart_lists(&file, true)).await;
+    let (source, first, _) = connect(&api).await;
+    api.watching(PODS, 1).await;
+    api.watching(SERVICES, 1).await;
+    let web = file.pods.values().find(|p| p.labels.get("app").map(String::as_str) == Some("web")).unwrap().clone();
+    Watching { file, api, source, first, web }
+}
+
 /// Contract 2: watch events make the next version: a pod turned not ready (MODIFIED), a Service DELETED; a
 /// BOOKMARK makes none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_events_make_the_next_version() {
-    let file = file_cluster();
-    let api = FakeApi::start(quickstart_lists(&file, true)).await;
-    let (mut source, first, _) = connect(&api).await;
+    let Watching { file, api, mut source, first, web } = watching().await;
+    let web = &web;
     let mut current = first.clone();
-    api.watching(PODS, 1).await;
-    api.watching(SERVICES, 1).await;
-
-    let web = file.pods.values().find(|p| p.labels.get("app").map(String::as_str) == Some("web")).unwrap();
     assert!(pod(&first, "shop", &web.key.name).unwrap().ready);
     let mut not_ready = web.clone();
     not_ready.ready = false;
@@ -364,14 +381,9 @@ async fn istio_objects_are_read() {
 /// does not load is refused, named in the cause, and the rest of the batch applies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_is_the_objects_it_changed_and_a_bad_one_does_not_stop_the_rest() {
-    let file = file_cluster();
-    let api = FakeApi::start(quickstart_lists(&file, true)).await;
-    let (mut source, first, _) = connect(&api).await;
+    let Watching { file, api, mut source, first, web } = watching().await;
+    let web = &web;
     let mut current = first.clone();
-    api.watching(PODS, 1).await;
-    api.watching(SERVICES, 1).await;
-
-    let web = file.pods.values().find(|p| p.labels.get("app").map(String::as_str) == Some("web")).unwrap();
 
     let legacy = api_pod(&file.pods[&ObjectKey::new("shop", "legacy")]);
     let extra = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "extra", "namespace": "shop",
