@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
 use podmesh_control::server::Syncz;
-use podmesh_control::{Authority, Control, FileSource, Source};
+use podmesh_control::{AbortOnDrop, Authority, Control, FileSource, Source};
 use podmesh_model::{Cluster, ObjectKey};
 
 #[derive(Args, Debug)]
@@ -131,14 +131,6 @@ async fn serve(
 /// Something that runs beside the control plane until it stops.
 type Task = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// The Kubernetes source: `control --kube`.
 #[cfg(feature = "kube")]
 mod kube {
@@ -148,7 +140,7 @@ mod kube {
     use podmesh_kube::{KubeSource, review::TokenReviewer, roots};
 
     pub async fn control(a: ControlArgs) -> Result<ExitCode> {
-        let client = podmesh_kube::apply::client(a.context.as_deref()).await.map_err(|e| anyhow!(e))?;
+        let client = podmesh_kube::client(a.context.as_deref()).await.map_err(|e| anyhow!(e))?;
         let (source, first, cause) = KubeSource::connect(client.clone()).await.map_err(|e| anyhow!(e))?;
         let authority = Authority::open(&a.state, &first.mesh.trust_domain, ttl(&a))?
             .with_token_review(Arc::new(TokenReviewer::new(client.clone(), podmesh_kube::review::AUDIENCE)));

@@ -192,7 +192,7 @@ fn apply(a: &InstallArgs, opts: &Options, local: CaFiles) -> Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
     let state = a.state.display().to_string();
     let work = async move {
-        let client = kube_apply::client(a.context.as_deref()).await.map_err(|e| anyhow!(e))?;
+        let client = podmesh_kube::client(a.context.as_deref()).await.map_err(|e| anyhow!(e))?;
         let running =
             kube_apply::existing_secret_data(client.clone(), NAMESPACE, CA_SECRET).await.map_err(|e| anyhow!(e))?;
         let ca = match running {

@@ -217,7 +217,9 @@ fn free_later<T: Send + 'static>(value: T) {
     let _ = std::thread::Builder::new().name("podmesh-free".into()).spawn(move || drop(value));
 }
 
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+/// A task that ends when this is dropped.
+#[derive(Debug)]
+pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {

@@ -175,22 +175,3 @@ pub async fn existing_secret_data(
         get_opt(&api, name).await.map_err(|e| format!("Secret {namespace}/{name}: reading it: {}", api_error(&e)))?;
     Ok(secret.map(|s| s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect()))
 }
-
-/// A client of the cluster: with the kubeconfig (`$KUBECONFIG`, else `~/.kube/config`) in `context` or its
-/// current one when there is a kubeconfig, else the in-cluster service account.
-pub async fn client(context: Option<&str>) -> Result<Client, String> {
-    match kube::config::Kubeconfig::read() {
-        Ok(kubeconfig) => {
-            let options =
-                kube::config::KubeConfigOptions { context: context.map(str::to_string), ..Default::default() };
-            let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
-                .await
-                .map_err(|e| format!("kubeconfig: {e}"))?;
-            Client::try_from(config).map_err(|e| format!("Kubernetes client: {e}"))
-        }
-        Err(e) if context.is_some() => Err(format!("kubeconfig (needed for the context): {e}")),
-        Err(_) => {
-            Client::try_default().await.map_err(|e| format!("Kubernetes client (no kubeconfig, in-cluster): {e}"))
-        }
-    }
-}

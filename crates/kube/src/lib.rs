@@ -218,30 +218,6 @@ impl KubeSource {
         Ok((source, cluster, cause))
     }
 
-    /// Connects with a kubeconfig (`$KUBECONFIG`, else `~/.kube/config`), in `context` or its current one.
-    pub async fn from_kubeconfig(context: Option<&str>) -> Result<(KubeSource, Cluster, String), String> {
-        let kubeconfig = kube::config::Kubeconfig::read().map_err(|e| format!("kubeconfig: {e}"))?;
-        Self::from_custom_kubeconfig(kubeconfig, context).await
-    }
-
-    /// Connects with a kubeconfig already read, in `context` or its current one.
-    pub async fn from_custom_kubeconfig(
-        kubeconfig: kube::config::Kubeconfig,
-        context: Option<&str>,
-    ) -> Result<(KubeSource, Cluster, String), String> {
-        let options = kube::config::KubeConfigOptions { context: context.map(str::to_string), ..Default::default() };
-        let config =
-            kube::Config::from_custom_kubeconfig(kubeconfig, &options).await.map_err(|e| format!("kubeconfig: {e}"))?;
-        let client = Client::try_from(config).map_err(|e| format!("Kubernetes client: {e}"))?;
-        Self::connect(client).await
-    }
-
-    /// Connects as kube-rs does by default: the kubeconfig if there is one, else the in-cluster service account.
-    pub async fn try_default() -> Result<(KubeSource, Cluster, String), String> {
-        let client = Client::try_default().await.map_err(|e| format!("Kubernetes client: {e}"))?;
-        Self::connect(client).await
-    }
-
     /// Starts one watcher per kind, each sending its events to the source.
     fn start(client: Client) -> KubeSource {
         let (tx, events) = mpsc::channel(1024);
@@ -450,6 +426,26 @@ fn refs(objects: &[(usize, String)]) -> Vec<ObjectRef> {
             Some(ObjectRef::new(kind, ObjectKey::new(namespace, name)))
         })
         .collect()
+}
+
+/// A client of the cluster: with the kubeconfig (`$KUBECONFIG`, else `~/.kube/config`) in `context` or its
+/// current one when there is a kubeconfig, else the in-cluster service account.
+pub async fn client(context: Option<&str>) -> Result<Client, String> {
+    match kube::config::Kubeconfig::read() {
+        Ok(kubeconfig) => client_from(kubeconfig, context).await,
+        Err(e) if context.is_some() => Err(format!("kubeconfig (needed for the context): {e}")),
+        Err(_) => {
+            Client::try_default().await.map_err(|e| format!("Kubernetes client (no kubeconfig, in-cluster): {e}"))
+        }
+    }
+}
+
+/// A client of the cluster of a kubeconfig already read, in `context` or its current one.
+pub async fn client_from(kubeconfig: kube::config::Kubeconfig, context: Option<&str>) -> Result<Client, String> {
+    let options = kube::config::KubeConfigOptions { context: context.map(str::to_string), ..Default::default() };
+    let config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &options).await.map_err(|e| format!("kubeconfig: {e}"))?;
+    Client::try_from(config).map_err(|e| format!("Kubernetes client: {e}"))
 }
 
 impl Source for KubeSource {

@@ -515,7 +515,8 @@ async fn a_kubeconfig_context() {
         api.addr
     );
     let kubeconfig = kube::config::Kubeconfig::from_yaml(&yaml).unwrap();
-    let (_source, cluster, _) = KubeSource::from_custom_kubeconfig(kubeconfig, Some("fake")).await.unwrap();
+    let client = podmesh_kube::client_from(kubeconfig, Some("fake")).await.unwrap();
+    let (_source, cluster, _) = KubeSource::connect_within(client, WAIT).await.unwrap();
     assert_eq!(cluster.pods.len(), file.pods.len());
     assert!(api.count(PODS, false) >= 1);
     let auth: Vec<String> = api.recorded().into_iter().map(|r| r.authorization).collect();
